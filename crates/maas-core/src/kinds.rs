@@ -1,0 +1,124 @@
+use std::fmt;
+use std::str::FromStr;
+
+use crate::Error;
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The value's text form.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self, Error> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => {
+                        let known: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                        Err(Error::invalid(format!("unknown {} '{s}' (expected one of: {})", $what, known.join(", "))))
+                    }
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What a model does; the server exposes capabilities by task.
+    Task, "task" {
+        /// Chat and text completion (LLMs).
+        TextGeneration => "text-generation",
+        /// Sentence or document embeddings.
+        Embedding => "embedding",
+        /// Speech to text.
+        SpeechToText => "speech-to-text",
+        /// Image classification.
+        ImageClassification => "image-classification",
+        /// Text classification.
+        TextClassification => "text-classification",
+        /// Classification over tabular features.
+        TabularClassification => "tabular-classification",
+        /// Regression over tabular features.
+        TabularRegression => "tabular-regression",
+        /// A generic tensor-in, tensor-out model (Open Inference Protocol).
+        Tensor => "tensor",
+    }
+);
+
+text_enum!(
+    /// How a model's weights are stored.
+    Format, "format" {
+        /// llama.cpp's GGUF file.
+        Gguf => "gguf",
+        /// A Hugging Face folder with config.json and safetensors weights.
+        Safetensors => "safetensors",
+        /// An ONNX graph.
+        Onnx => "onnx",
+        /// A CTranslate2 folder (model.bin + config.json).
+        Ctranslate2 => "ctranslate2",
+    }
+);
+
+text_enum!(
+    /// What an API key may do. Each role includes the ones below it.
+    Role, "role" {
+        /// Everything, including keys, deletion and the audit log.
+        Admin => "admin",
+        /// Pull and register models, move aliases.
+        Deployer => "deployer",
+        /// Read models and (later) call inference endpoints, possibly scoped to some models.
+        Consumer => "consumer",
+    }
+);
+
+impl Role {
+    fn rank(self) -> u8 {
+        match self {
+            Role::Admin => 2,
+            Role::Deployer => 1,
+            Role::Consumer => 0,
+        }
+    }
+    /// Whether a key with this role may do what `required` is needed for.
+    pub fn includes(self, required: Role) -> bool {
+        self.rank() >= required.rank()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_include_the_ones_below() {
+        assert!(Role::Admin.includes(Role::Deployer));
+        assert!(Role::Deployer.includes(Role::Consumer));
+        assert!(!Role::Consumer.includes(Role::Deployer));
+        assert!(!Role::Deployer.includes(Role::Admin));
+    }
+
+    #[test]
+    fn unknown_text_names_the_choices() {
+        let err = "llm".parse::<Task>().unwrap_err();
+        assert!(err.message.contains("'llm'") && err.message.contains("text-generation"), "{}", err.message);
+        assert_eq!("gguf".parse::<Format>().unwrap(), Format::Gguf);
+    }
+}

