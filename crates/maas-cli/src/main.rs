@@ -1,1 +1,135 @@
-fn main() {}
+//! `maas`: one binary. `maas serve` runs the server; every other command is a client of its
+//! HTTP API (`--server`/`MAAS_URL`, `--api-key`/`MAAS_API_KEY`), printing tables for people and
+//! JSON with `--json`. Errors are one line on stderr and a non-zero exit code.
+
+mod client;
+mod commands;
+mod output;
+mod pull;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use maas_core::env;
+
+#[derive(Parser)]
+#[command(
+    name = "maas",
+    version,
+    about = "Model-as-a-Service: pull, version, serve and audit models"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Server URL.
+    #[arg(long, global = true, env = env::MAAS_URL, default_value = "http://127.0.0.1:8080")]
+    server: String,
+    /// API key.
+    #[arg(long, global = true, env = env::MAAS_API_KEY, hide_env_values = true)]
+    api_key: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded SQLite registry and local artifacts).
+    Serve(ServeArgs),
+    /// Register a new model version from a local file or folder, an http(s) URL,
+    /// pypi:PACKAGE[==VERSION] or hf:ORG/REPO[@REV][/PATH].
+    Pull(pull::PullArgs),
+    /// List, show and delete models and versions.
+    #[command(subcommand)]
+    Models(commands::ModelsCommand),
+    /// Point aliases (production, staging, …) at versions.
+    #[command(subcommand)]
+    Alias(commands::AliasCommand),
+    /// Set tags on a version: maas tag NAME:VERSION KEY=VALUE…
+    Tag(commands::TagArgs),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(commands::KeysCommand),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(commands::AuditCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = env::MAAS_ADDR, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Data directory (registry.db, artifacts/).
+    #[arg(long, env = env::MAAS_DATA_DIR, default_value = "./maas-data")]
+    data_dir: PathBuf,
+    /// Largest file a client may upload, in bytes.
+    #[arg(long, default_value_t = 64 << 30)]
+    max_upload_bytes: u64,
+    /// Pulls that may run at once.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::MAAS_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = cli.global;
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            let config = maas_server::ServeConfig {
+                addr: args.addr,
+                data_dir: args.data_dir,
+                admin_key: std::env::var(env::MAAS_ADMIN_KEY)
+                    .ok()
+                    .filter(|k| !k.is_empty()),
+                max_blob_bytes: args.max_upload_bytes,
+                job_concurrency: args.jobs,
+            };
+            maas_server::serve(config).await
+        }
+        Command::Pull(args) => pull::run(&g, args).await,
+        Command::Models(cmd) => commands::models(&g, cmd).await,
+        Command::Alias(cmd) => commands::alias(&g, cmd).await,
+        Command::Tag(args) => commands::tag(&g, args).await,
+        Command::Keys(cmd) => commands::keys(&g, cmd).await,
+        Command::Audit(cmd) => commands::audit(&g, cmd).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("maas: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("maas: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -24,7 +24,9 @@ impl Digest {
     pub fn parse(s: &str) -> Result<Self, Error> {
         let hex_part = s.strip_prefix("sha256:").unwrap_or(s);
         if hex_part.len() != 64 {
-            return Err(Error::invalid(format!("digest '{s}' is not a sha256 digest (64 hex digits)")));
+            return Err(Error::invalid(format!(
+                "digest '{s}' is not a sha256 digest (64 hex digits)"
+            )));
         }
         let mut out = [0u8; 32];
         hex::decode_to_slice(hex_part.to_ascii_lowercase(), &mut out)

@@ -157,7 +157,10 @@ impl Manifest {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
-            return Err(Error::invalid(format!("file '{}' appears twice in the manifest", w[0].path)));
+            return Err(Error::invalid(format!(
+                "file '{}' appears twice in the manifest",
+                w[0].path
+            )));
         }
         if files.is_empty() {
             return Err(Error::invalid("a folder artifact needs at least one file"));
@@ -179,9 +182,13 @@ pub fn check_relative_path(path: &str) -> Result<(), Error> {
     let bad = path.is_empty()
         || path.starts_with('/')
         || path.contains('\\')
-        || path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
+        || path
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..");
     if bad {
-        return Err(Error::invalid(format!("file path '{path}' must be relative, without '..' or empty segments")));
+        return Err(Error::invalid(format!(
+            "file path '{path}' must be relative, without '..' or empty segments"
+        )));
     }
     Ok(())
 }

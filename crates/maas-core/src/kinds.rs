@@ -118,7 +118,11 @@ mod tests {
     #[test]
     fn unknown_text_names_the_choices() {
         let err = "llm".parse::<Task>().unwrap_err();
-        assert!(err.message.contains("'llm'") && err.message.contains("text-generation"), "{}", err.message);
+        assert!(
+            err.message.contains("'llm'") && err.message.contains("text-generation"),
+            "{}",
+            err.message
+        );
         assert_eq!("gguf".parse::<Format>().unwrap(), Format::Gguf);
     }
 }

@@ -8,7 +8,10 @@ fn check_name(what: &str, s: &str) -> Result<(), Error> {
     let ok_chars = s
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
-    let starts_ok = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let starts_ok = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if s.is_empty() || s.len() > MAX_NAME_LEN || !ok_chars || !starts_ok {
         return Err(Error::invalid(format!(
             "{what} '{s}' is invalid: use 1-{MAX_NAME_LEN} lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"
@@ -51,7 +54,9 @@ impl AliasName {
     pub fn parse(s: &str) -> Result<Self, Error> {
         check_name("alias", s)?;
         if s.chars().all(|c| c.is_ascii_digit()) {
-            return Err(Error::invalid(format!("alias '{s}' is invalid: an alias cannot be a number")));
+            return Err(Error::invalid(format!(
+                "alias '{s}' is invalid: an alias cannot be a number"
+            )));
         }
         Ok(Self(s.to_owned()))
     }
@@ -97,14 +102,20 @@ impl ModelRef {
             });
         }
         if let Some((name, version)) = s.split_once(':') {
-            let number: i64 = version
-                .parse()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| Error::invalid(format!("version '{version}' in '{s}' is not a positive integer")))?;
-            return Ok(Self { name: ModelName::parse(name)?, selector: VersionSelector::Number(number) });
+            let number: i64 = version.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Error::invalid(format!(
+                    "version '{version}' in '{s}' is not a positive integer"
+                ))
+            })?;
+            return Ok(Self {
+                name: ModelName::parse(name)?,
+                selector: VersionSelector::Number(number),
+            });
         }
-        Ok(Self { name: ModelName::parse(s)?, selector: VersionSelector::Latest })
+        Ok(Self {
+            name: ModelName::parse(s)?,
+            selector: VersionSelector::Latest,
+        })
     }
 }
 
@@ -129,7 +140,10 @@ mod tests {
         let v3 = ModelRef::parse("smollm2:3").unwrap();
         assert_eq!(v3.selector, VersionSelector::Number(3));
         let prod = ModelRef::parse("smollm2@production").unwrap();
-        assert_eq!(prod.selector, VersionSelector::Alias(AliasName::parse("production").unwrap()));
+        assert_eq!(
+            prod.selector,
+            VersionSelector::Alias(AliasName::parse("production").unwrap())
+        );
         assert_eq!(prod.to_string(), "smollm2@production");
     }
 

@@ -30,7 +30,9 @@ impl Capability {
             Task::TextGeneration => Capability::Generate,
             Task::Embedding => Capability::Embed,
             Task::SpeechToText => Capability::Transcribe,
-            Task::ImageClassification | Task::TextClassification | Task::TabularClassification => Capability::Classify,
+            Task::ImageClassification | Task::TextClassification | Task::TabularClassification => {
+                Capability::Classify
+            }
             Task::TabularRegression | Task::Tensor => Capability::Infer,
         }
     }

@@ -35,16 +35,24 @@ struct Truncated;
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], Truncated> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or(Truncated)?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or(Truncated)?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
     }
     fn u32(&mut self) -> std::result::Result<u32, Truncated> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| Truncated)?))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| Truncated)?,
+        ))
     }
     fn u64(&mut self) -> std::result::Result<u64, Truncated> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| Truncated)?))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| Truncated)?,
+        ))
     }
     fn string(&mut self) -> std::result::Result<String, Truncated> {
         let len = self.u64()?;
@@ -103,18 +111,24 @@ fn scalar(r: &mut Reader<'_>, t: u32) -> std::result::Result<Option<serde_json::
 /// `complete: false`.
 pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader> {
     if bytes.len() < 4 || &bytes[..4] != b"GGUF" {
-        return Err(Error::invalid("not a GGUF file: the magic bytes 'GGUF' are missing"));
+        return Err(Error::invalid(
+            "not a GGUF file: the magic bytes 'GGUF' are missing",
+        ));
     }
     let mut r = Reader { bytes, pos: 4 };
     let short = || Error::invalid("not a valid GGUF file: the header is truncated");
     let version = r.u32().map_err(|_| short())?;
     if !(2..=3).contains(&version) {
-        return Err(Error::invalid(format!("unsupported GGUF version {version} (maas reads versions 2 and 3)")));
+        return Err(Error::invalid(format!(
+            "unsupported GGUF version {version} (maas reads versions 2 and 3)"
+        )));
     }
     let tensor_count = r.u64().map_err(|_| short())?;
     let kv_count = r.u64().map_err(|_| short())?;
     if kv_count > 1_000_000 || tensor_count > 10_000_000 {
-        return Err(Error::invalid("not a valid GGUF file: implausible key or tensor count"));
+        return Err(Error::invalid(
+            "not a valid GGUF file: implausible key or tensor count",
+        ));
     }
     let mut metadata = BTreeMap::new();
     let mut complete = true;
@@ -127,7 +141,10 @@ pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader> {
                 let len = r.u64()?;
                 match fixed_size(item) {
                     Some(size) => {
-                        let total = usize::try_from(len).ok().and_then(|l| l.checked_mul(size)).ok_or(Truncated)?;
+                        let total = usize::try_from(len)
+                            .ok()
+                            .and_then(|l| l.checked_mul(size))
+                            .ok_or(Truncated)?;
                         r.take(total)?;
                     }
                     None if item == 8 => {
@@ -149,7 +166,12 @@ pub fn parse_header(bytes: &[u8]) -> Result<GgufHeader> {
             break;
         }
     }
-    Ok(GgufHeader { version, tensor_count, metadata, complete })
+    Ok(GgufHeader {
+        version,
+        tensor_count,
+        metadata,
+        complete,
+    })
 }
 
 #[cfg(test)]
@@ -187,7 +209,10 @@ pub(crate) mod tests {
         assert!(h.complete);
         assert_eq!(h.str("general.architecture"), Some("llama"));
         assert_eq!(h.metadata["llama.context_length"], serde_json::json!(2048));
-        assert_eq!(h.metadata["tokenizer.ggml.tokens"]["len"], serde_json::json!(2));
+        assert_eq!(
+            h.metadata["tokenizer.ggml.tokens"]["len"],
+            serde_json::json!(2)
+        );
     }
 
     #[test]
@@ -199,6 +224,9 @@ pub(crate) mod tests {
         assert!(parse_header(b"GGML....").is_err());
         let mut bad_version = bytes.clone();
         bad_version[4] = 99;
-        assert!(parse_header(&bad_version).unwrap_err().message.contains("version 99"));
+        assert!(parse_header(&bad_version)
+            .unwrap_err()
+            .message
+            .contains("version 99"));
     }
 }

@@ -29,6 +29,10 @@ impl Progress {
     /// (phase, bytes done, bytes expected; 0 when unknown).
     pub fn snapshot(&self) -> (String, u64, u64) {
         let phase = self.phase.lock().map(|p| p.clone()).unwrap_or_default();
-        (phase, self.done.load(Ordering::Relaxed), self.total.load(Ordering::Relaxed))
+        (
+            phase,
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
     }
 }

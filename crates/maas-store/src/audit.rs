@@ -29,8 +29,14 @@ mod tests {
         let base = entry_hash(1, "t", "a", "x", "y", "{}", GENESIS_HASH);
         assert_ne!(base, entry_hash(2, "t", "a", "x", "y", "{}", GENESIS_HASH));
         assert_ne!(base, entry_hash(1, "t", "b", "x", "y", "{}", GENESIS_HASH));
-        assert_ne!(base, entry_hash(1, "t", "a", "x", "y", "{\"k\":1}", GENESIS_HASH));
+        assert_ne!(
+            base,
+            entry_hash(1, "t", "a", "x", "y", "{\"k\":1}", GENESIS_HASH)
+        );
         // Shifting text between fields must not collide.
-        assert_ne!(entry_hash(1, "t", "ab", "c", "y", "{}", GENESIS_HASH), entry_hash(1, "t", "a", "bc", "y", "{}", GENESIS_HASH));
+        assert_ne!(
+            entry_hash(1, "t", "ab", "c", "y", "{}", GENESIS_HASH),
+            entry_hash(1, "t", "a", "bc", "y", "{}", GENESIS_HASH)
+        );
     }
 }

@@ -1,7 +1,9 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use maas_core::{
     Alias, AliasName, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Digest, Model, ModelName,
-    ModelRef, ModelVersion, NewVersion, Result, Role,
+    ModelRef, ModelVersion, NewVersion, Result, Role, Task,
 };
 use time::OffsetDateTime;
 
@@ -46,6 +48,14 @@ pub struct StoredKey {
 /// same transaction.
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
+    /// Creates an empty model; 409 if the name is taken.
+    async fn create_model(
+        &self,
+        name: &ModelName,
+        task: Task,
+        description: &str,
+        actor: &Actor,
+    ) -> Result<Model>;
     /// Records a new version (creating the model on first use). The artifact must already be stored.
     async fn register_version(&self, new: NewVersion, actor: &Actor) -> Result<ModelVersion>;
     /// All models, by name.
@@ -61,11 +71,23 @@ pub trait Registry: Send + Sync + 'static {
     /// Deletes one version; refused while an alias points at it.
     async fn delete_version(&self, name: &ModelName, version: i64, actor: &Actor) -> Result<()>;
     /// Points `alias` at `version` (creating or moving it) in one transaction.
-    async fn set_alias(&self, name: &ModelName, alias: &AliasName, version: i64, actor: &Actor) -> Result<Alias>;
+    async fn set_alias(
+        &self,
+        name: &ModelName,
+        alias: &AliasName,
+        version: i64,
+        actor: &Actor,
+    ) -> Result<Alias>;
     /// Removes an alias.
     async fn delete_alias(&self, name: &ModelName, alias: &AliasName, actor: &Actor) -> Result<()>;
-    /// Sets a tag on a version.
-    async fn set_tag(&self, name: &ModelName, version: i64, key: &str, value: &str, actor: &Actor) -> Result<()>;
+    /// Sets tags on a version, all in one transaction.
+    async fn set_tags(
+        &self,
+        name: &ModelName,
+        version: i64,
+        tags: &BTreeMap<String, String>,
+        actor: &Actor,
+    ) -> Result<()>;
     /// Every artifact digest a version refers to (for garbage collection).
     async fn referenced_artifacts(&self) -> Result<Vec<(ArtifactKind, Digest)>>;
 

@@ -11,7 +11,9 @@ use maas_core::{
     Alias, AliasName, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Digest, Error, Format,
     Model, ModelName, ModelRef, ModelVersion, NewVersion, Result, Role, Task, VersionSelector,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -41,7 +43,8 @@ fn ts_text(t: OffsetDateTime) -> String {
 }
 
 fn parse_ts(s: &str) -> Result<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).map_err(|e| Error::internal(format!("bad timestamp '{s}' in registry: {e}")))
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| Error::internal(format!("bad timestamp '{s}' in registry: {e}")))
 }
 
 fn parse_opt_ts(s: Option<String>) -> Result<Option<OffsetDateTime>> {
@@ -60,7 +63,8 @@ fn parse_json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
 }
 
-const VERSION_COLUMNS: &str = "v.id, m.name, v.version, v.format, v.artifact_kind, v.artifact_digest, \
+const VERSION_COLUMNS: &str =
+    "v.id, m.name, v.version, v.format, v.artifact_kind, v.artifact_digest, \
      v.artifact_size, v.source, v.metadata, v.metrics, v.lineage, v.created_by, v.created_at";
 
 impl SqliteRegistry {
@@ -77,11 +81,15 @@ impl SqliteRegistry {
             .max_connections(1)
             .connect_with(options.clone())
             .await
-            .map_err(|e| Error::internal(format!("cannot open registry {}: {e}", path.display())))?;
+            .map_err(|e| {
+                Error::internal(format!("cannot open registry {}: {e}", path.display()))
+            })?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&writer)
             .await
-            .map_err(|e| Error::internal(format!("cannot migrate registry {}: {e}", path.display())))?;
+            .map_err(|e| {
+                Error::internal(format!("cannot migrate registry {}: {e}", path.display()))
+            })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
@@ -141,22 +149,24 @@ impl SqliteRegistry {
 
     async fn version_from_row(&self, row: &SqliteRow) -> Result<ModelVersion> {
         let id: i64 = row.get(0);
-        let tags: BTreeMap<String, String> = sqlx::query("SELECT key, value FROM tags WHERE version_id = ?")
-            .bind(id)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let aliases: Vec<String> = sqlx::query("SELECT name FROM aliases WHERE version_id = ? ORDER BY name")
-            .bind(id)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect();
+        let tags: BTreeMap<String, String> =
+            sqlx::query("SELECT key, value FROM tags WHERE version_id = ?")
+                .bind(id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+        let aliases: Vec<String> =
+            sqlx::query("SELECT name FROM aliases WHERE version_id = ? ORDER BY name")
+                .bind(id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
         Ok(ModelVersion {
             model: row.get(1),
             version: row.get(2),
@@ -185,7 +195,9 @@ impl SqliteRegistry {
             .fetch_optional(&self.reader)
             .await
             .map_err(db_err)?
-            .ok_or_else(|| Error::not_found(format!("version {version} of model '{name}' not found")))?;
+            .ok_or_else(|| {
+                Error::not_found(format!("version {version} of model '{name}' not found"))
+            })?;
         self.version_from_row(&row).await
     }
 
@@ -265,7 +277,12 @@ async fn model_id_in(tx: &mut Transaction<'static, Sqlite>, name: &ModelName) ->
         .ok_or_else(|| Error::not_found(format!("model '{name}' not found")))
 }
 
-async fn version_id_in(tx: &mut Transaction<'static, Sqlite>, model_id: i64, name: &ModelName, version: i64) -> Result<i64> {
+async fn version_id_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    model_id: i64,
+    name: &ModelName,
+    version: i64,
+) -> Result<i64> {
     sqlx::query_scalar::<_, i64>("SELECT id FROM versions WHERE model_id = ? AND version = ?")
         .bind(model_id)
         .bind(version)
@@ -281,6 +298,40 @@ async fn commit(tx: Transaction<'static, Sqlite>) -> Result<()> {
 
 #[async_trait]
 impl Registry for SqliteRegistry {
+    async fn create_model(
+        &self,
+        name: &ModelName,
+        task: Task,
+        description: &str,
+        actor: &Actor,
+    ) -> Result<Model> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO models (name, task, description, created_by, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(name.as_str())
+        .bind(task.as_str())
+        .bind(description)
+        .bind(&actor.0)
+        .bind(now_text())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::conflict(format!("model '{name}' already exists")));
+        }
+        append_audit(
+            &mut tx,
+            actor,
+            "model.create",
+            name.as_str(),
+            serde_json::json!({"task": task}),
+        )
+        .await?;
+        commit(tx).await?;
+        self.get_model(name).await
+    }
+
     async fn register_version(&self, new: NewVersion, actor: &Actor) -> Result<ModelVersion> {
         let mut tx = self.begin().await?;
         let existing = sqlx::query("SELECT id, task, next_version FROM models WHERE name = ?")
@@ -293,7 +344,7 @@ impl Registry for SqliteRegistry {
                 let task: String = row.get(1);
                 if task != new.task.as_str() {
                     return Err(Error::conflict(format!(
-                        "model '{}' is a {task} model; a {} version cannot be added to it",
+                        "model '{}' has task {task}; a version with task {} cannot be added to it",
                         new.model, new.task
                     )));
                 }
@@ -311,7 +362,14 @@ impl Registry for SqliteRegistry {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;
-                append_audit(&mut tx, actor, "model.create", new.model.as_str(), serde_json::json!({"task": new.task})).await?;
+                append_audit(
+                    &mut tx,
+                    actor,
+                    "model.create",
+                    new.model.as_str(),
+                    serde_json::json!({"task": new.task}),
+                )
+                .await?;
                 (id, 1)
             }
         };
@@ -380,10 +438,25 @@ impl Registry for SqliteRegistry {
             .await
             .map_err(db_err)?;
         // Aliases first: they reference versions without cascading, on purpose.
-        for sql in ["DELETE FROM aliases WHERE model_id = ?", "DELETE FROM versions WHERE model_id = ?", "DELETE FROM models WHERE id = ?"] {
-            sqlx::query(sql).bind(model_id).execute(&mut *tx).await.map_err(db_err)?;
+        for sql in [
+            "DELETE FROM aliases WHERE model_id = ?",
+            "DELETE FROM versions WHERE model_id = ?",
+            "DELETE FROM models WHERE id = ?",
+        ] {
+            sqlx::query(sql)
+                .bind(model_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         }
-        append_audit(&mut tx, actor, "model.delete", name.as_str(), serde_json::json!({"versions": versions})).await?;
+        append_audit(
+            &mut tx,
+            actor,
+            "model.delete",
+            name.as_str(),
+            serde_json::json!({"versions": versions}),
+        )
+        .await?;
         commit(tx).await
     }
 
@@ -392,7 +465,11 @@ impl Registry for SqliteRegistry {
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM versions v JOIN models m ON m.id = v.model_id WHERE v.model_id = ? ORDER BY v.version"
         );
-        let rows = sqlx::query(&sql).bind(model_id).fetch_all(&self.reader).await.map_err(db_err)?;
+        let rows = sqlx::query(&sql)
+            .bind(model_id)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             out.push(self.version_from_row(row).await?);
@@ -405,16 +482,15 @@ impl Registry for SqliteRegistry {
         match &r.selector {
             VersionSelector::Number(n) => self.version_by_number(&r.name, *n).await,
             VersionSelector::Latest => {
-                let latest = model
-                    .latest_version
-                    .ok_or_else(|| Error::not_found(format!("model '{}' has no versions", r.name)))?;
+                let latest = model.latest_version.ok_or_else(|| {
+                    Error::not_found(format!("model '{}' has no versions", r.name))
+                })?;
                 self.version_by_number(&r.name, latest).await
             }
             VersionSelector::Alias(a) => {
-                let version = model
-                    .aliases
-                    .get(a.as_str())
-                    .ok_or_else(|| Error::not_found(format!("alias '{a}' of model '{}' not found", r.name)))?;
+                let version = model.aliases.get(a.as_str()).ok_or_else(|| {
+                    Error::not_found(format!("alias '{a}' of model '{}' not found", r.name))
+                })?;
                 self.version_by_number(&r.name, *version).await
             }
         }
@@ -424,23 +500,41 @@ impl Registry for SqliteRegistry {
         let mut tx = self.begin().await?;
         let model_id = model_id_in(&mut tx, name).await?;
         let version_id = version_id_in(&mut tx, model_id, name, version).await?;
-        let aliases: Vec<String> = sqlx::query_scalar("SELECT name FROM aliases WHERE version_id = ? ORDER BY name")
-            .bind(version_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let aliases: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM aliases WHERE version_id = ? ORDER BY name")
+                .bind(version_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
         if !aliases.is_empty() {
             return Err(Error::conflict(format!(
                 "version {version} of model '{name}' is aliased as {}; move or delete the alias first",
                 aliases.join(", ")
             )));
         }
-        sqlx::query("DELETE FROM versions WHERE id = ?").bind(version_id).execute(&mut *tx).await.map_err(db_err)?;
-        append_audit(&mut tx, actor, "version.delete", &format!("{name}:{version}"), serde_json::json!({})).await?;
+        sqlx::query("DELETE FROM versions WHERE id = ?")
+            .bind(version_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        append_audit(
+            &mut tx,
+            actor,
+            "version.delete",
+            &format!("{name}:{version}"),
+            serde_json::json!({}),
+        )
+        .await?;
         commit(tx).await
     }
 
-    async fn set_alias(&self, name: &ModelName, alias: &AliasName, version: i64, actor: &Actor) -> Result<Alias> {
+    async fn set_alias(
+        &self,
+        name: &ModelName,
+        alias: &AliasName,
+        version: i64,
+        actor: &Actor,
+    ) -> Result<Alias> {
         let mut tx = self.begin().await?;
         let model_id = model_id_in(&mut tx, name).await?;
         let version_id = version_id_in(&mut tx, model_id, name, version).await?;
@@ -472,7 +566,11 @@ impl Registry for SqliteRegistry {
         )
         .await?;
         commit(tx).await?;
-        Ok(Alias { model: name.to_string(), alias: alias.to_string(), version })
+        Ok(Alias {
+            model: name.to_string(),
+            alias: alias.to_string(),
+            version,
+        })
     }
 
     async fn delete_alias(&self, name: &ModelName, alias: &AliasName, actor: &Actor) -> Result<()> {
@@ -485,26 +583,50 @@ impl Registry for SqliteRegistry {
             .await
             .map_err(db_err)?;
         if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("alias '{alias}' of model '{name}' not found")));
+            return Err(Error::not_found(format!(
+                "alias '{alias}' of model '{name}' not found"
+            )));
         }
-        append_audit(&mut tx, actor, "alias.delete", &format!("{name}@{alias}"), serde_json::json!({})).await?;
+        append_audit(
+            &mut tx,
+            actor,
+            "alias.delete",
+            &format!("{name}@{alias}"),
+            serde_json::json!({}),
+        )
+        .await?;
         commit(tx).await
     }
 
-    async fn set_tag(&self, name: &ModelName, version: i64, key: &str, value: &str, actor: &Actor) -> Result<()> {
+    async fn set_tags(
+        &self,
+        name: &ModelName,
+        version: i64,
+        tags: &BTreeMap<String, String>,
+        actor: &Actor,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         let model_id = model_id_in(&mut tx, name).await?;
         let version_id = version_id_in(&mut tx, model_id, name, version).await?;
-        sqlx::query(
-            "INSERT INTO tags (version_id, key, value) VALUES (?, ?, ?) ON CONFLICT(version_id, key) DO UPDATE SET value = excluded.value",
+        for (key, value) in tags {
+            sqlx::query(
+                "INSERT INTO tags (version_id, key, value) VALUES (?, ?, ?) ON CONFLICT(version_id, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(version_id)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        append_audit(
+            &mut tx,
+            actor,
+            "tags.set",
+            &format!("{name}:{version}"),
+            serde_json::json!(tags),
         )
-        .bind(version_id)
-        .bind(key)
-        .bind(value)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        append_audit(&mut tx, actor, "tag.set", &format!("{name}:{version}"), serde_json::json!({"key": key, "value": value})).await?;
+        .await?;
         commit(tx).await
     }
 
@@ -520,10 +642,10 @@ impl Registry for SqliteRegistry {
 
     async fn create_key(&self, key: NewKey, actor: &Actor) -> Result<ApiKeyInfo> {
         let mut tx = self.begin().await?;
-        let models = key
-            .models
-            .as_ref()
-            .map(|m| serde_json::to_string(&m.iter().map(ModelName::as_str).collect::<Vec<_>>()).unwrap_or_default());
+        let models = key.models.as_ref().map(|m| {
+            serde_json::to_string(&m.iter().map(ModelName::as_str).collect::<Vec<_>>())
+                .unwrap_or_default()
+        });
         let done = sqlx::query(
             "INSERT INTO api_keys (id, name, role, models, secret_hash, created_by, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
@@ -540,7 +662,10 @@ impl Registry for SqliteRegistry {
         .await
         .map_err(db_err)?;
         if done.rows_affected() == 0 {
-            return Err(Error::conflict(format!("key id '{}' already exists", key.id)));
+            return Err(Error::conflict(format!(
+                "key id '{}' already exists",
+                key.id
+            )));
         }
         append_audit(
             &mut tx,
@@ -559,12 +684,13 @@ impl Registry for SqliteRegistry {
 
     async fn set_bootstrap_key(&self, secret_hash: Vec<u8>) -> Result<()> {
         let mut tx = self.begin().await?;
-        let current: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT secret_hash FROM api_keys WHERE id = ? AND revoked_at IS NULL")
-                .bind(BOOTSTRAP_KEY_ID)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
+        let current: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT secret_hash FROM api_keys WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(BOOTSTRAP_KEY_ID)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
         if current.as_deref() == Some(secret_hash.as_slice()) {
             return Ok(());
         }
@@ -578,7 +704,14 @@ impl Registry for SqliteRegistry {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        append_audit(&mut tx, &Actor::system(), "key.bootstrap", BOOTSTRAP_KEY_ID, serde_json::json!({"role": "admin"})).await?;
+        append_audit(
+            &mut tx,
+            &Actor::system(),
+            "key.bootstrap",
+            BOOTSTRAP_KEY_ID,
+            serde_json::json!({"role": "admin"}),
+        )
+        .await?;
         commit(tx).await
     }
 
@@ -596,17 +729,20 @@ impl Registry for SqliteRegistry {
             .fetch_all(&self.reader)
             .await
             .map_err(db_err)?;
-        rows.iter().map(|r| Self::key_from_row(r).map(|k| k.info)).collect()
+        rows.iter()
+            .map(|r| Self::key_from_row(r).map(|k| k.info))
+            .collect()
     }
 
     async fn revoke_key(&self, id: &str, actor: &Actor) -> Result<ApiKeyInfo> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(now_text())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now_text())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
         if done.rows_affected() == 0 {
             let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM api_keys WHERE id = ?")
                 .bind(id)
@@ -620,7 +756,10 @@ impl Registry for SqliteRegistry {
         }
         append_audit(&mut tx, actor, "key.revoke", id, serde_json::json!({})).await?;
         commit(tx).await?;
-        self.key_by_id(id).await?.map(|k| k.info).ok_or_else(|| Error::internal("key vanished after revocation"))
+        self.key_by_id(id)
+            .await?
+            .map(|k| k.info)
+            .ok_or_else(|| Error::internal("key vanished after revocation"))
     }
 
     async fn count_usable_admin_keys(&self) -> Result<i64> {
@@ -670,22 +809,40 @@ impl Registry for SqliteRegistry {
             .map_err(db_err)?
             .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)));
         let entries = rows.len() as i64;
-        let fail = |problem: String| Ok(AuditVerdict { ok: false, entries, problem: Some(problem) });
+        let fail = |problem: String| {
+            Ok(AuditVerdict {
+                ok: false,
+                entries,
+                problem: Some(problem),
+            })
+        };
         let mut prev_hash = GENESIS_HASH.to_owned();
         let mut expected_seq = 1;
         for r in &rows {
             let seq: i64 = r.get(0);
             if seq != expected_seq {
-                return fail(format!("entry {expected_seq} is missing (next entry is {seq})"));
+                return fail(format!(
+                    "entry {expected_seq} is missing (next entry is {seq})"
+                ));
             }
             let stored_prev: String = r.get(6);
             if stored_prev != prev_hash {
                 return fail(format!("entry {seq} does not link to entry {}", seq - 1));
             }
-            let hash = entry_hash(seq, r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), &stored_prev);
+            let hash = entry_hash(
+                seq,
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                &stored_prev,
+            );
             let stored_hash: String = r.get(7);
             if hash != stored_hash {
-                return fail(format!("entry {seq} was modified: its content does not match its hash"));
+                return fail(format!(
+                    "entry {seq} was modified: its content does not match its hash"
+                ));
             }
             prev_hash = stored_hash;
             expected_seq += 1;
@@ -697,6 +854,10 @@ impl Registry for SqliteRegistry {
             }
             _ => {}
         }
-        Ok(AuditVerdict { ok: true, entries, problem: None })
+        Ok(AuditVerdict {
+            ok: true,
+            entries,
+            problem: None,
+        })
     }
 }

@@ -1,0 +1,156 @@
+//! Start-up, crash recovery, key bootstrap and the listening loop.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use maas_core::Role;
+use maas_ingest::Fetcher;
+use maas_store::{keys, Actor, ArtifactStore, NewKey, Registry, SqliteRegistry};
+
+use crate::jobs::Jobs;
+use crate::state::AppState;
+
+/// Settings of `maas serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub addr: SocketAddr,
+    /// Data directory: `registry.db`, `artifacts/`, `tmp/`.
+    pub data_dir: PathBuf,
+    /// Bootstrap admin key (`MAAS_ADMIN_KEY`).
+    pub admin_key: Option<String>,
+    /// Largest uploaded blob.
+    pub max_blob_bytes: u64,
+    /// Pulls running at once.
+    pub job_concurrency: usize,
+}
+
+/// Opens the store, recovers from any crash, and builds the shared state.
+pub async fn open_state(config: &ServeConfig) -> anyhow::Result<(AppState, SqliteRegistry)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let registry = SqliteRegistry::open(&config.data_dir.join("registry.db")).await?;
+    let artifacts = ArtifactStore::local(&config.data_dir.join("artifacts"))?;
+    let staging_dir = config.data_dir.join("tmp");
+    recover(&registry, &artifacts, &staging_dir).await?;
+    bootstrap_admin(&registry, config.admin_key.as_deref()).await?;
+    let state = AppState {
+        registry: Arc::new(registry.clone()),
+        artifacts,
+        fetcher: Arc::new(Fetcher::from_env()?),
+        jobs: Jobs::new(config.job_concurrency),
+        staging_dir,
+        max_blob_bytes: config.max_blob_bytes,
+    };
+    Ok((state, registry))
+}
+
+/// Removes what an interrupted pull or upload left: staging folders, half-written blobs and
+/// blobs no version refers to.
+async fn recover(
+    registry: &SqliteRegistry,
+    artifacts: &ArtifactStore,
+    staging_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    if staging_dir.exists() {
+        std::fs::remove_dir_all(staging_dir)
+            .with_context(|| format!("cannot clean {}", staging_dir.display()))?;
+    }
+    std::fs::create_dir_all(staging_dir)?;
+    artifacts.clean_staging().await?;
+    let removed = artifacts
+        .collect_garbage(&registry.referenced_artifacts().await?)
+        .await?;
+    if removed > 0 {
+        tracing::info!(removed, "removed artifacts that no version refers to");
+    }
+    Ok(())
+}
+
+async fn bootstrap_admin(registry: &SqliteRegistry, admin_key: Option<&str>) -> anyhow::Result<()> {
+    if let Some(key) = admin_key {
+        if key.len() < 16 {
+            bail!("MAAS_ADMIN_KEY is too short: use at least 16 characters");
+        }
+        registry.set_bootstrap_key(keys::hash(key)).await?;
+        return Ok(());
+    }
+    if registry.count_usable_admin_keys().await? > 0 {
+        return Ok(());
+    }
+    let generated = keys::generate();
+    let new = NewKey {
+        id: generated.id,
+        name: "initial admin".to_owned(),
+        role: Role::Admin,
+        models: None,
+        secret_hash: keys::hash(&generated.secret),
+        expires_at: None,
+    };
+    registry.create_key(new, &Actor::system()).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "maas: created an admin key; it is shown only this once:\n\n    {}\n",
+        generated.secret
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let lock_path = config.data_dir.join("maas.lock");
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "data dir {} is in use by another maas server",
+            config.data_dir.display()
+        );
+    }
+    let (state, registry) = open_state(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let local = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "maas: listening on http://{local} (data in {})",
+            config.data_dir.display()
+        )?;
+        out.flush()?;
+    }
+    axum::serve(listener, crate::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    registry.close().await;
+    drop(lock);
+    Ok(())
+}
