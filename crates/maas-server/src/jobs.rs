@@ -201,7 +201,7 @@ impl Jobs {
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         let mut views: Vec<JobView> = ids.iter().filter_map(|id| self.get(id)).collect();
-        views.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        views.sort_by_key(|v| std::cmp::Reverse(v.created_at));
         views
     }
 

@@ -817,8 +817,7 @@ impl Registry for SqliteRegistry {
             })
         };
         let mut prev_hash = GENESIS_HASH.to_owned();
-        let mut expected_seq = 1;
-        for r in &rows {
+        for (expected_seq, r) in (1_i64..).zip(rows.iter()) {
             let seq: i64 = r.get(0);
             if seq != expected_seq {
                 return fail(format!(
@@ -845,7 +844,6 @@ impl Registry for SqliteRegistry {
                 ));
             }
             prev_hash = stored_hash;
-            expected_seq += 1;
         }
         match head {
             None if entries > 0 => return fail("the chain head is missing".to_owned()),

