@@ -82,6 +82,23 @@ impl From<&JobError> for ErrorDetail {
     }
 }
 
+/// Finished jobs kept for clients to read; older ones are forgotten.
+const KEEP_FINISHED: usize = 1000;
+
+fn prune_finished(map: &mut HashMap<String, Entry>) {
+    let mut finished: Vec<(OffsetDateTime, String)> = map
+        .values()
+        .filter_map(|e| e.view.finished_at.map(|t| (t, e.view.id.clone())))
+        .collect();
+    if finished.len() < KEEP_FINISHED {
+        return;
+    }
+    finished.sort();
+    for (_, id) in finished.iter().take(finished.len() + 1 - KEEP_FINISHED) {
+        map.remove(id);
+    }
+}
+
 struct Entry {
     view: JobView,
     progress: Arc<Progress>,
@@ -210,5 +227,45 @@ impl Jobs {
         let mut rx = self.entries.lock().ok()?.get(id)?.done.clone();
         let _ = rx.wait_for(|done| *done).await;
         self.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_end_in_success_or_a_failure_with_its_status() {
+        let jobs = Jobs::new(1);
+        let ok = jobs.spawn("pull", "a".into(), "k".into(), |p| async move {
+            p.start_phase("working", 10);
+            p.advance(10);
+            Ok(serde_json::json!({"version": 1}))
+        });
+        let bad = jobs.spawn("pull", "b".into(), "k".into(), |_| async {
+            Err(Error::invalid("no such package"))
+        });
+        let done = jobs.wait(&ok).await.unwrap();
+        assert_eq!(done.state, JobState::Succeeded);
+        assert_eq!(done.result, Some(serde_json::json!({"version": 1})));
+        let failed = jobs.wait(&bad).await.unwrap();
+        assert_eq!(failed.state, JobState::Failed);
+        let err = failed.error.unwrap();
+        assert_eq!(
+            (err.status, err.code.as_str(), err.message.as_str()),
+            (400, "invalid_input", "no such package")
+        );
+        assert_eq!(jobs.list().len(), 2);
+        assert!(jobs.get("nope").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_instead_of_hanging() {
+        let jobs = Jobs::new(1);
+        #[allow(clippy::panic)]
+        let id = jobs.spawn("pull", "x".into(), "k".into(), |_| async { panic!("boom") });
+        let view = jobs.wait(&id).await.unwrap();
+        assert_eq!(view.state, JobState::Failed);
+        assert!(view.error.unwrap().message.contains("job crashed"));
     }
 }
