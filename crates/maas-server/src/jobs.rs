@@ -145,6 +145,7 @@ impl Jobs {
             error: None,
         };
         if let Ok(mut map) = self.entries.lock() {
+            prune_finished(&mut map);
             map.insert(
                 id.clone(),
                 Entry {
@@ -257,6 +258,22 @@ mod tests {
         );
         assert_eq!(jobs.list().len(), 2);
         assert!(jobs.get("nope").is_none());
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_finished_jobs_are_kept() {
+        let jobs = Jobs::new(4);
+        let mut ids = vec![];
+        for i in 0..KEEP_FINISHED + 5 {
+            let id = jobs.spawn("pull", i.to_string(), "k".into(), |_| async {
+                Ok(serde_json::Value::Null)
+            });
+            jobs.wait(&id).await.unwrap();
+            ids.push(id);
+        }
+        assert_eq!(jobs.list().len(), KEEP_FINISHED);
+        assert!(jobs.get(&ids[0]).is_none());
+        assert!(jobs.get(ids.last().unwrap()).is_some());
     }
 
     #[tokio::test]
