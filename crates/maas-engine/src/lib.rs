@@ -1,10 +1,18 @@
 //! The boundary between the server and compute.
 //!
 //! The server speaks capabilities (generate, embed, infer, transcribe, classify) and never a
-//! backend type. Backends (llama.cpp, tract, candle) live in their own crates behind cargo
-//! features and implement [`Engine`]; they arrive with the serving issues. The trait is
-//! synchronous on purpose: compute runs on backend threads, never on the async runtime.
+//! backend type. Backends (llama.cpp now; tract and candle later) live in their own crates and
+//! implement [`Engine`]; a loaded model hands out the capabilities it has. Everything here is
+//! synchronous on purpose: compute runs on backend threads, never on the async runtime, and the
+//! server bridges with channels.
 #![deny(missing_docs)]
+
+mod text;
+
+pub use text::{Piece, TextAssembler};
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use maas_core::{Format, Task};
 
@@ -30,21 +38,133 @@ impl Capability {
             Task::TextGeneration => Capability::Generate,
             Task::Embedding => Capability::Embed,
             Task::SpeechToText => Capability::Transcribe,
-            Task::ImageClassification | Task::TextClassification | Task::TabularClassification => {
-                Capability::Classify
-            }
+            Task::ImageClassification | Task::TextClassification | Task::TabularClassification => Capability::Classify,
             Task::TabularRegression | Task::Tensor => Capability::Infer,
         }
     }
 }
 
-/// A compute backend: decides which artifacts it can load. Loading and running arrive with
-/// the first backend.
+/// Why a backend call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    /// The request cannot be served as asked (too long for the context, empty input …).
+    InvalidRequest(String),
+    /// The model could not be loaded (corrupt or unsupported file).
+    Load(String),
+    /// The backend failed while running.
+    Backend(String),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::InvalidRequest(m) | EngineError::Load(m) | EngineError::Backend(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    /// The weights: a file, or a folder for folder artifacts.
+    pub path: PathBuf,
+    /// Their format.
+    pub format: Format,
+    /// What the model is for.
+    pub task: Task,
+    /// Compute threads.
+    pub threads: usize,
+}
+
+/// Sampling and stopping settings of one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass (1 = off).
+    pub top_p: f32,
+    /// Top-k (0 = off).
+    pub top_k: i32,
+    /// Random seed for sampling.
+    pub seed: u32,
+    /// Strings that end the generation; they are not part of the output.
+    pub stop: Vec<String>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model ended its turn, or a stop string was produced.
+    Stop,
+    /// `max_tokens` was reached.
+    Length,
+    /// The caller stopped listening.
+    Cancelled,
+}
+
+/// Totals of one generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenerateSummary {
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Tokens in the prompt.
+    pub prompt_tokens: u32,
+    /// Tokens generated.
+    pub completion_tokens: u32,
+}
+
+/// A model that continues text.
+pub trait TextGenerator: Send + Sync {
+    /// Tokens the context holds (prompt + completion).
+    fn context_length(&self) -> u32;
+    /// The chat template (Jinja) shipped with the model, if any.
+    fn chat_template(&self) -> Option<String>;
+    /// The text of the beginning- and end-of-sequence tokens, for templates.
+    fn special_tokens(&self) -> (String, String);
+    /// How many tokens `text` is.
+    fn count_tokens(&self, text: &str) -> Result<u32, EngineError>;
+    /// Generates from `prompt`, handing each piece of text to `on_text` as it is produced;
+    /// `on_text` returns false to stop early. Blocks until done.
+    fn generate(
+        &self,
+        prompt: &str,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<GenerateSummary, EngineError>;
+}
+
+/// A loaded model and the capabilities it offers.
+#[derive(Clone, Default)]
+pub struct LoadedModel {
+    /// Present when the model generates text.
+    pub generator: Option<Arc<dyn TextGenerator>>,
+    /// Bytes the model holds in memory (for the cache's budget).
+    pub memory_bytes: u64,
+}
+
+impl LoadedModel {
+    /// The capabilities present.
+    pub fn capabilities(&self) -> Vec<Capability> {
+        let mut out = vec![];
+        if self.generator.is_some() {
+            out.push(Capability::Generate);
+        }
+        out
+    }
+}
+
+/// A compute backend.
 pub trait Engine: Send + Sync {
     /// A short name for logs and metrics (`llama.cpp`, `tract`, `candle`).
     fn name(&self) -> &'static str;
     /// Whether this backend can serve `task` from weights in `format`.
     fn supports(&self, format: Format, task: Task) -> bool;
+    /// Loads the weights. Slow: call from a blocking thread.
+    fn load(&self, spec: &LoadSpec) -> Result<LoadedModel, EngineError>;
 }
 
 #[cfg(test)]
@@ -52,10 +172,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_task_maps_to_a_capability() {
-        for task in Task::ALL {
-            let _ = Capability::for_task(*task);
-        }
+    fn tasks_map_to_the_capability_that_serves_them() {
         assert_eq!(Capability::for_task(Task::Embedding), Capability::Embed);
+        assert_eq!(Capability::for_task(Task::TextGeneration), Capability::Generate);
+        assert_eq!(Capability::for_task(Task::ImageClassification), Capability::Classify);
     }
 }
