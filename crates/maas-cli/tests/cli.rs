@@ -299,6 +299,42 @@ fn the_cli_drives_the_whole_registry() {
         "aliased as production",
     );
 
+    // `maas run` streams a chat answer; greedy answers repeat exactly.
+    let a = s.maas(
+        ADMIN_KEY,
+        &[
+            "run",
+            "smollm2@production",
+            "Name a colour.",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+        ],
+    );
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let b = s.json(
+        ADMIN_KEY,
+        &[
+            "run",
+            "smollm2",
+            "Name a colour.",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&a.stdout).trim_end(),
+        b["content"].as_str().unwrap()
+    );
+    assert!(b["usage"]["completion_tokens"].as_u64().unwrap() <= 12);
+    assert_one_line_error(
+        &s.maas(ADMIN_KEY, &["run", "minilm", "hi"]),
+        "cannot do chat completions",
+    );
+
     let out = s.maas(ADMIN_KEY, &["models", "delete", "smollm2:2"]);
     assert!(out.status.success());
     let out = s.maas(ADMIN_KEY, &["audit", "verify"]);

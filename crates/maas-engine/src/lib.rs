@@ -38,7 +38,9 @@ impl Capability {
             Task::TextGeneration => Capability::Generate,
             Task::Embedding => Capability::Embed,
             Task::SpeechToText => Capability::Transcribe,
-            Task::ImageClassification | Task::TextClassification | Task::TabularClassification => Capability::Classify,
+            Task::ImageClassification | Task::TextClassification | Task::TabularClassification => {
+                Capability::Classify
+            }
             Task::TabularRegression | Task::Tensor => Capability::Infer,
         }
     }
@@ -58,7 +60,9 @@ pub enum EngineError {
 impl std::fmt::Display for EngineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EngineError::InvalidRequest(m) | EngineError::Load(m) | EngineError::Backend(m) => f.write_str(m),
+            EngineError::InvalidRequest(m) | EngineError::Load(m) | EngineError::Backend(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -174,7 +178,13 @@ mod tests {
     #[test]
     fn tasks_map_to_the_capability_that_serves_them() {
         assert_eq!(Capability::for_task(Task::Embedding), Capability::Embed);
-        assert_eq!(Capability::for_task(Task::TextGeneration), Capability::Generate);
-        assert_eq!(Capability::for_task(Task::ImageClassification), Capability::Classify);
+        assert_eq!(
+            Capability::for_task(Task::TextGeneration),
+            Capability::Generate
+        );
+        assert_eq!(
+            Capability::for_task(Task::ImageClassification),
+            Capability::Classify
+        );
     }
 }

@@ -22,7 +22,10 @@ pub struct TextAssembler {
 impl TextAssembler {
     /// An assembler that ends at any of `stops` (empty strings are ignored).
     pub fn new(stops: &[String]) -> Self {
-        Self { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), ..Self::default() }
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            ..Self::default()
+        }
     }
 
     /// Adds one token's bytes.
@@ -38,7 +41,12 @@ impl TextAssembler {
         let decoded: Vec<u8> = self.pending_bytes.drain(..valid).collect();
         self.held.push_str(&String::from_utf8_lossy(&decoded));
 
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             let before = self.held[..at].to_owned();
             self.held.clear();
             return Piece::Stopped(before);
@@ -53,7 +61,9 @@ impl TextAssembler {
     /// Whatever is still held back, at the end of a generation that did not stop on a string.
     pub fn finish(&mut self) -> String {
         let mut out = std::mem::take(&mut self.held);
-        out.push_str(&String::from_utf8_lossy(&std::mem::take(&mut self.pending_bytes)));
+        out.push_str(&String::from_utf8_lossy(&std::mem::take(
+            &mut self.pending_bytes,
+        )));
         out
     }
 

@@ -42,6 +42,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -69,6 +70,13 @@ impl From<Error> for ApiError {
             );
         }
         Self::new(status, e.kind.code(), e.message)
+    }
+}
+
+impl ApiError {
+    /// Status, code and message, for other wire formats (OpenAI's error shape).
+    pub fn parts(&self) -> (StatusCode, &'static str, &str) {
+        (self.status, self.code, &self.message)
     }
 }
 

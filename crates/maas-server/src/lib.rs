@@ -4,7 +4,8 @@
 //! [`serve`] opens the embedded store, cleans up after any crash, bootstraps the first admin
 //! key, binds and runs until SIGTERM or Ctrl-C.
 //!
-//! Routes: the management API under `/api/v1` (models, versions, aliases, tags, pulls and jobs,
+//! Routes: OpenAI-compatible `/v1/models`, `/v1/chat/completions` and `/v1/completions`;
+//! the management API under `/api/v1` (models, versions, aliases, tags, pulls and jobs,
 //! blobs, keys, audit), KServe-style health at `/v2/health/{live,ready}`, and the OpenAPI
 //! document at `/openapi.json`, generated from the handlers. Every route but health needs
 //! `Authorization: Bearer KEY`. Errors are `{"error":{"code","message"}}`.
@@ -12,12 +13,15 @@
 
 mod api;
 mod auth;
+mod cache;
 mod error;
 mod jobs;
+mod openai;
 mod pull;
 mod serve;
 mod state;
 
+pub use cache::CacheConfig;
 pub use jobs::Jobs;
 pub use serve::{open_state, serve, ServeConfig};
 pub use state::AppState;
@@ -111,6 +115,7 @@ pub fn app(state: AppState) -> Router {
     });
     Router::new()
         .merge(api)
+        .merge(openai::router().layer(DefaultBodyLimit::max(MAX_JSON_BYTES * 4)))
         .route("/openapi.json", openapi)
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))

@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub hf_endpoint: String,
     /// Token for the hub.
     pub hf_token: Option<String>,
+    /// Loaded-model cache settings.
+    pub cache: crate::CacheConfig,
 }
 
 /// Opens the store, recovers from any crash, and builds the shared state.
@@ -43,7 +45,12 @@ pub async fn open_state(config: &ServeConfig) -> anyhow::Result<(AppState, Sqlit
     let staging_dir = config.data_dir.join("tmp");
     recover(&registry, &artifacts, &staging_dir).await?;
     bootstrap_admin(&registry, config.admin_key.as_deref()).await?;
+    let models = Arc::new(crate::cache::ModelCache::new(
+        artifacts.clone(),
+        config.cache.clone(),
+    ));
     let state = AppState {
+        models,
         registry: Arc::new(registry.clone()),
         artifacts,
         fetcher: Arc::new(Fetcher::new(

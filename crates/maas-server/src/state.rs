@@ -4,6 +4,7 @@ use std::sync::Arc;
 use maas_ingest::Fetcher;
 use maas_store::{ArtifactStore, Registry};
 
+use crate::cache::ModelCache;
 use crate::jobs::Jobs;
 
 /// What every handler shares.
@@ -21,4 +22,6 @@ pub struct AppState {
     pub staging_dir: PathBuf,
     /// Largest single uploaded blob.
     pub max_blob_bytes: u64,
+    /// Loaded models.
+    pub models: Arc<ModelCache>,
 }

@@ -32,6 +32,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
         pypi_index: maas_server::default_pypi_index(),
         hf_endpoint: "http://127.0.0.1:9".to_owned(),
         hf_token: None,
+        cache: maas_server::CacheConfig {
+            threads: 2,
+            budget_bytes: 4 << 30,
+            max_queue: 64,
+        },
     };
     adjust(&mut config);
     let (state, _registry) = open_state(&config).await.unwrap();
