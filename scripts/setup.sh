@@ -2,8 +2,9 @@
 # Installs what building maas needs and is missing. Safe to run again: it only acts on gaps.
 set -euo pipefail
 
-# cmake and libclang build llama.cpp (the llama-cpp-2 crate); pkg-config finds system libraries.
-packages=(build-essential cmake clang libclang-dev pkg-config)
+# cmake and libclang build llama.cpp (the llama-cpp-2 crate); pkg-config finds system libraries;
+# python3-venv holds the OpenAI client used by the compatibility test.
+packages=(build-essential cmake clang libclang-dev pkg-config python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

