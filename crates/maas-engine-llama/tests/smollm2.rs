@@ -155,8 +155,7 @@ fn too_long_a_request_and_a_corrupt_file_are_clear_errors() {
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.gguf");
-    let mut bytes = std::fs::read(gguf()).unwrap()[..1 << 20].to_vec();
-    bytes.truncate(1 << 20);
+    let bytes = std::fs::read(gguf()).unwrap()[..1 << 20].to_vec();
     std::fs::write(&bad, &bytes).unwrap();
     let spec = LoadSpec {
         path: bad,
