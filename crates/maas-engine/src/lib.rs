@@ -13,6 +13,7 @@ pub use text::{Piece, TextAssembler};
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use maas_core::{Format, Task};
 
@@ -80,6 +81,33 @@ pub struct LoadSpec {
     pub task: Task,
     /// Compute threads.
     pub threads: usize,
+    /// How requests are grouped into batches.
+    pub batching: Batching,
+}
+
+/// How a loaded model shares its compute between concurrent requests.
+///
+/// Generation uses continuous batching: up to `sequences` requests decode together, each step
+/// one token for each, and a new request joins between steps. Embeddings use dynamic batching:
+/// requests that arrive within `max_wait` of the first run together, up to `max_inputs` inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Generation requests decoded together (each gets its own context of the model's length).
+    pub sequences: usize,
+    /// Most inputs in one embedding batch.
+    pub max_inputs: usize,
+    /// Longest an embedding request waits for others to join it.
+    pub max_wait: Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            sequences: 4,
+            max_inputs: 64,
+            max_wait: Duration::from_millis(2),
+        }
+    }
 }
 
 /// Sampling and stopping settings of one generation.
@@ -141,11 +169,32 @@ pub trait TextGenerator: Send + Sync {
     ) -> Result<GenerateSummary, EngineError>;
 }
 
+/// Vectors for a list of inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens read, after truncation, summed over the inputs.
+    pub prompt_tokens: u32,
+}
+
+/// A model that turns text into vectors.
+pub trait Embedder: Send + Sync {
+    /// Length of each vector.
+    fn dimensions(&self) -> usize;
+    /// Tokens per input; longer inputs are truncated to this, as sentence-transformers does.
+    fn max_tokens(&self) -> u32;
+    /// Embeds `inputs`. Blocks until done; concurrent callers are batched together.
+    fn embed(&self, inputs: &[String]) -> Result<Embeddings, EngineError>;
+}
+
 /// A loaded model and the capabilities it offers.
 #[derive(Clone, Default)]
 pub struct LoadedModel {
     /// Present when the model generates text.
     pub generator: Option<Arc<dyn TextGenerator>>,
+    /// Present when the model embeds text.
+    pub embedder: Option<Arc<dyn Embedder>>,
     /// Bytes the model holds in memory (for the cache's budget).
     pub memory_bytes: u64,
 }
@@ -156,6 +205,9 @@ impl LoadedModel {
         let mut out = vec![];
         if self.generator.is_some() {
             out.push(Capability::Generate);
+        }
+        if self.embedder.is_some() {
+            out.push(Capability::Embed);
         }
         out
     }

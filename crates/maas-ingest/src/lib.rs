@@ -8,12 +8,15 @@
 //! corrupt download fails the pull before anything is registered.
 //!
 //! [`detect`] then reads just enough of the files (a GGUF header, `config.json`) to tell the
-//! format and task; both can be overridden by the caller.
+//! format and task; both can be overridden by the caller. [`convert`] turns a safetensors BERT
+//! folder into a GGUF that llama.cpp serves.
 #![deny(missing_docs)]
 
+pub mod convert;
 mod detect;
 mod fetch;
 pub mod gguf;
+pub mod gguf_write;
 mod progress;
 mod source;
 mod wheel;

@@ -23,6 +23,7 @@ mod state;
 
 pub use cache::CacheConfig;
 pub use jobs::Jobs;
+pub use maas_engine::Batching;
 pub use serve::{open_state, serve, ServeConfig};
 pub use state::AppState;
 
@@ -52,7 +53,7 @@ pub const MAX_JSON_BYTES: usize = 1 << 20;
     info(title = "maas", description = "Model-as-a-Service: registry, artifacts, keys and audit."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "models"), (name = "pulls"), (name = "blobs"), (name = "keys"), (name = "audit"))
+    tags((name = "models"), (name = "pulls"), (name = "blobs"), (name = "keys"), (name = "audit"), (name = "serving"))
 )]
 struct ApiDoc;
 
@@ -104,6 +105,7 @@ pub fn app(state: AppState) -> Router {
         .merge(api::pulls::router())
         .merge(api::keys::router())
         .merge(api::audit::router())
+        .merge(api::loaded::router())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         // Blobs stream to the store with their own size limit.
         .merge(api::blobs::router().layer(DefaultBodyLimit::disable()))

@@ -144,6 +144,15 @@ async fn stage_store_register(
     })
     .await
     .map_err(|e| Error::internal(format!("detection task failed: {e}")))??;
+    let (staged, detected) =
+        match convert_for_llama(&staged, detected, plan, progress, staging).await? {
+            (Some(file), detected) => {
+                let mut with_gguf = (*staged).clone();
+                with_gguf.files.push(file);
+                (Arc::new(with_gguf), detected)
+            }
+            (None, detected) => (staged, detected),
+        };
 
     let total: u64 = staged.files.iter().map(|f| f.size_bytes).sum();
     progress.start_phase("storing", total);
@@ -197,6 +206,53 @@ async fn stage_store_register(
         lineage: serde_json::json!({"origin": staged.origin}),
     };
     state.registry.register_version(new, actor).await
+}
+
+/// Where a converted GGUF goes inside the version's folder.
+const CONVERTED_GGUF: &str = "model.gguf";
+
+/// A safetensors BERT folder is served by llama.cpp, so it gets a GGUF beside its original
+/// files (kept for other engines and for export). Returns the new file and the detection as
+/// it now stands: format GGUF, with the conversion recorded in the metadata.
+async fn convert_for_llama(
+    staged: &Arc<maas_ingest::Staged>,
+    mut detected: maas_ingest::Detected,
+    plan: &PullPlan,
+    progress: &Progress,
+    staging: &std::path::Path,
+) -> Result<(Option<maas_ingest::StagedFile>, maas_ingest::Detected)> {
+    let wanted = plan.format.is_none()
+        && detected.format == Format::Safetensors
+        && detected.task == Task::Embedding
+        && maas_ingest::convert::is_convertible_bert(&detected.metadata)
+        && !staged.files.iter().any(|f| f.path == CONVERTED_GGUF);
+    if !wanted {
+        return Ok((None, detected));
+    }
+    progress.start_phase("converting to GGUF", 0);
+    let out = staging.join(format!("maas-converted-{}", uuid::Uuid::new_v4().simple()));
+    let (input, path) = (staged.clone(), out.clone());
+    let converted =
+        tokio::task::spawn_blocking(move || maas_ingest::convert::bert_to_gguf(&input, &path))
+            .await
+            .map_err(|e| Error::internal(format!("conversion task failed: {e}")))??;
+    let size_bytes = converted.size_bytes;
+    detected.format = Format::Gguf;
+    if let serde_json::Value::Object(m) = &mut detected.metadata {
+        let mut facts = converted.facts;
+        facts["file"] = CONVERTED_GGUF.into();
+        m.insert("converted".to_owned(), facts);
+        if let Some(serde_json::Value::Array(files)) = m.get_mut("files") {
+            files.push(serde_json::json!({"path": CONVERTED_GGUF, "size_bytes": size_bytes}));
+        }
+    }
+    let file = maas_ingest::StagedFile {
+        path: CONVERTED_GGUF.to_owned(),
+        local: out,
+        digest: converted.digest,
+        size_bytes,
+    };
+    Ok((Some(file), detected))
 }
 
 #[cfg(test)]

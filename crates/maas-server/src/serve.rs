@@ -49,6 +49,18 @@ pub async fn open_state(config: &ServeConfig) -> anyhow::Result<(AppState, Sqlit
         artifacts.clone(),
         config.cache.clone(),
     ));
+    if let Some(every) = models.idle_sweep_every() {
+        // Holds only a weak reference: the sweep ends with the state.
+        let weak = Arc::downgrade(&models);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(models) = weak.upgrade() else { return };
+                models.unload_idle();
+            }
+        });
+    }
     let state = AppState {
         models,
         registry: Arc::new(registry.clone()),

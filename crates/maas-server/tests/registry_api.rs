@@ -72,23 +72,28 @@ async fn pull_of_a_folder_stores_a_manifest_of_its_files() {
         .pull(ADMIN_KEY, json!({"upload": upload, "name": "minilm"}))
         .await;
     assert_eq!(status, 201, "{v}");
-    assert_eq!(v["format"], "safetensors");
+    // A safetensors BERT is converted for llama.cpp; the original files stay beside the GGUF.
+    assert_eq!(v["format"], "gguf");
     assert_eq!(v["artifact_kind"], "dir");
     assert_eq!(v["metadata"]["config"]["hidden_size"], 384);
     assert_eq!(v["metadata"]["config"]["num_hidden_layers"], 6);
+    assert_eq!(v["metadata"]["converted"]["from"], "safetensors");
+    assert_eq!(v["metadata"]["converted"]["pooling"], "mean");
+    assert_eq!(v["metadata"]["converted"]["max_seq_length"], 256);
     let files = v["metadata"]["files"].as_array().unwrap();
-    assert_eq!(files.len(), n_files);
+    assert_eq!(files.len(), n_files + 1);
+    assert!(files.iter().any(|f| f["path"] == "model.gguf"));
     assert!(files.iter().any(|f| f["path"] == "1_Pooling/config.json"));
     let (_, model) = app.get("/api/v1/models/minilm", ADMIN_KEY).await;
     assert_eq!(model["task"], "embedding");
-    // One blob per distinct file plus the manifest.
+    // One blob per distinct file, the converted GGUF and the manifest.
     let distinct: std::collections::HashSet<_> = upload["files"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| f["digest"].clone())
         .collect();
-    assert_eq!(app.blob_files().len(), distinct.len() + 1);
+    assert_eq!(app.blob_files().len(), distinct.len() + 2);
     let weights = app
         .blob_files()
         .into_iter()

@@ -278,7 +278,7 @@ async fn hf_pull_fetches_a_repository_from_a_compatible_hub() {
         .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["model"], "minilm");
-    assert_eq!(v["format"], "safetensors");
+    assert_eq!(v["format"], "gguf");
     assert_eq!(v["artifact_kind"], "dir");
     let mut paths: Vec<String> = v["metadata"]["files"]
         .as_array()
@@ -292,6 +292,7 @@ async fn hf_pull_fetches_a_repository_from_a_compatible_hub() {
         [
             "1_Pooling/config.json",
             "config.json",
+            "model.gguf",
             "model.safetensors",
             "modules.json",
             "tokenizer.json",

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod blobs;
 pub mod keys;
+pub mod loaded;
 pub mod models;
 pub mod pulls;
 

@@ -1,9 +1,10 @@
-//! OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions` (+ SSE) and
-//! `/v1/completions`. Wire types live here and are converted to engine types at the edge;
+//! OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions` (+ SSE),
+//! `/v1/completions` and `/v1/embeddings`. Wire types live here and are converted to engine types at the edge;
 //! errors use OpenAI's shape `{"error":{"message","type","param","code"}}` so the official
 //! clients report them properly.
 
 mod chat;
+mod embeddings;
 mod template;
 
 use axum::extract::rejection::JsonRejection;
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/models", get(list_models))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/completions", post(chat::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
 }
 
 /// An error in OpenAI's shape.

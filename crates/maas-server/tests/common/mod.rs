@@ -36,6 +36,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
             threads: 2,
             budget_bytes: 4 << 30,
             max_queue: 64,
+            batching: maas_server::Batching::default(),
+            idle_unload: None,
         },
     };
     adjust(&mut config);

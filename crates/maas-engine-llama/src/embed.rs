@@ -1,0 +1,238 @@
+//! Embeddings on llama.cpp with dynamic batching.
+//!
+//! Callers tokenize on their own thread (the model's vocabulary is shared and read-only) and
+//! hand token lists to one worker that owns the encoder context. The worker takes the first
+//! request, waits up to `max_wait` for more (or until `max_inputs` inputs are in hand), then
+//! packs the sequences into llama.cpp batches of at most `BATCH_TOKENS` tokens, one sequence id
+//! each, and reads one pooled vector per sequence.
+
+use std::num::NonZeroU32;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use maas_engine::{Batching, Embedder, Embeddings, EngineError};
+
+use crate::{backend, backend_err, spawn_worker, Ready};
+
+/// Tokens per encoder pass. Attention in one pass spans every token in it (masked between
+/// sequences), so a moderate size keeps wasted work and scratch memory small.
+const BATCH_TOKENS: usize = 1024;
+/// Sequences per encoder pass.
+const BATCH_SEQS: usize = 64;
+
+const KEY_MAX_SEQ_LEN: &str = "maas.embedding.max_seq_length";
+const KEY_NORMALIZE: &str = "maas.embedding.normalize";
+
+struct Request {
+    inputs: Vec<Vec<LlamaToken>>,
+    reply: mpsc::SyncSender<Result<Vec<Vec<f32>>, EngineError>>,
+}
+
+/// A GGUF encoder served by one worker thread.
+pub(crate) struct LlamaEmbedder {
+    model: Arc<LlamaModel>,
+    dimensions: usize,
+    max_tokens: u32,
+    requests: mpsc::Sender<Request>,
+}
+
+impl LlamaEmbedder {
+    pub(crate) fn start(
+        model: Arc<LlamaModel>,
+        threads: usize,
+        batching: Batching,
+    ) -> Result<Self, EngineError> {
+        let dimensions = usize::try_from(model.n_embd()).unwrap_or(0);
+        let trained = model.n_ctx_train();
+        let max_tokens = model
+            .meta_val_str(KEY_MAX_SEQ_LEN)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(trained)
+            .min(trained)
+            .min(BATCH_TOKENS as u32);
+        if max_tokens < 2 || dimensions == 0 {
+            return Err(EngineError::Load(
+                "the model reports no usable context or embedding size".to_owned(),
+            ));
+        }
+        // GGUFs made elsewhere have no such key; sentence-transformers models normalise.
+        let normalize = model
+            .meta_val_str(KEY_NORMALIZE)
+            .map_or(true, |v| v == "true");
+        let (requests, inbox) = mpsc::channel::<Request>();
+        spawn_worker("llama-embed", model.clone(), move |model, ready| {
+            worker(model, threads, batching, normalize, &inbox, ready);
+        })?;
+        Ok(Self {
+            model,
+            dimensions,
+            max_tokens,
+            requests,
+        })
+    }
+
+    /// `[CLS] text [SEP]`, cut to the model's length the way sentence-transformers cuts it:
+    /// the text is shortened and the closing separator kept.
+    fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
+        let vocab = self.model.vocab();
+        let mut tokens = vocab.tokenize(text.as_bytes(), true, false);
+        let max = self.max_tokens as usize;
+        if tokens.len() > max {
+            let last = tokens[tokens.len() - 1];
+            tokens.truncate(max - 1);
+            tokens.push(last);
+        }
+        tokens
+    }
+}
+
+impl Embedder for LlamaEmbedder {
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    fn max_tokens(&self) -> u32 {
+        self.max_tokens
+    }
+
+    fn embed(&self, inputs: &[String]) -> Result<Embeddings, EngineError> {
+        if inputs.is_empty() {
+            return Ok(Embeddings {
+                vectors: vec![],
+                prompt_tokens: 0,
+            });
+        }
+        let tokens: Vec<Vec<LlamaToken>> = inputs.iter().map(|t| self.tokenize(t)).collect();
+        let prompt_tokens = tokens.iter().map(Vec::len).sum::<usize>();
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.requests
+            .send(Request {
+                inputs: tokens,
+                reply,
+            })
+            .map_err(|_| EngineError::Backend("the llama.cpp worker has stopped".to_owned()))?;
+        let vectors = answer.recv().map_err(|_| {
+            EngineError::Backend("the llama.cpp worker stopped mid-request".to_owned())
+        })??;
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+fn worker(
+    model: &LlamaModel,
+    threads: usize,
+    batching: Batching,
+    normalize: bool,
+    inbox: &mpsc::Receiver<Request>,
+    ready: Ready,
+) {
+    let threads = i32::try_from(threads.max(1)).unwrap_or(1);
+    let params = LlamaContextParams::default()
+        .with_embeddings(true)
+        .with_n_ctx(NonZeroU32::new(BATCH_TOKENS as u32))
+        .with_n_batch(BATCH_TOKENS as u32)
+        .with_n_ubatch(BATCH_TOKENS as u32)
+        .with_n_seq_max(BATCH_SEQS as u32)
+        .with_kv_unified(true)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let context = backend().and_then(|b| {
+        model
+            .new_context(b, params)
+            .map_err(|e| EngineError::Load(format!("llama.cpp cannot create a context: {e}")))
+    });
+    let Some(mut context) = ready.open(context) else {
+        return;
+    };
+    let mut batch = LlamaBatch::new(BATCH_TOKENS, BATCH_SEQS as i32);
+    // Ends when the embedder (the only sender) is dropped: the model was unloaded.
+    while let Ok(first) = inbox.recv() {
+        let mut requests = vec![first];
+        let mut n_inputs = requests[0].inputs.len();
+        let deadline = Instant::now() + batching.max_wait;
+        while n_inputs < batching.max_inputs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(left) {
+                Ok(r) => {
+                    n_inputs += r.inputs.len();
+                    requests.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let all: Vec<&[LlamaToken]> = requests
+            .iter()
+            .flat_map(|r| r.inputs.iter().map(Vec::as_slice))
+            .collect();
+        match encode_all(&mut context, &mut batch, &all, normalize) {
+            Ok(mut vectors) => {
+                for r in requests {
+                    let rest = vectors.split_off(r.inputs.len());
+                    let _ = r.reply.send(Ok(vectors));
+                    vectors = rest;
+                }
+            }
+            Err(e) => {
+                for r in requests {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Encodes every sequence, packing as many as fit into each pass.
+fn encode_all(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    inputs: &[&[LlamaToken]],
+    normalize: bool,
+) -> Result<Vec<Vec<f32>>, EngineError> {
+    let mut out = Vec::with_capacity(inputs.len());
+    let mut start = 0;
+    while start < inputs.len() {
+        let mut end = start;
+        let mut tokens = 0;
+        while end < inputs.len()
+            && end - start < BATCH_SEQS
+            && tokens + inputs[end].len() <= BATCH_TOKENS
+        {
+            tokens += inputs[end].len();
+            end += 1;
+        }
+        batch.clear();
+        for (seq, input) in inputs[start..end].iter().enumerate() {
+            let seq = i32::try_from(seq).unwrap_or(0);
+            for (pos, token) in input.iter().enumerate() {
+                batch
+                    .add(*token, i32::try_from(pos).unwrap_or(0), &[seq], true)
+                    .map_err(|e| backend_err("batching", e))?;
+            }
+        }
+        ctx.encode(batch).map_err(|e| backend_err("encode", e))?;
+        for seq in 0..(end - start) {
+            let v = ctx
+                .embeddings_seq_ith(i32::try_from(seq).unwrap_or(0))
+                .map_err(|e| backend_err("reading embeddings", e))?;
+            let mut v = v.to_vec();
+            if normalize {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+            }
+            out.push(v);
+        }
+        start = end;
+    }
+    Ok(out)
+}

@@ -1,0 +1,262 @@
+//! `/v1/embeddings` on the real all-MiniLM-L6-v2: pulled as a safetensors folder, converted to
+//! GGUF at pull time, served by llama.cpp, and compared with sentence-transformers' own vectors
+//! (tests/fixtures/minilm-reference.json, copied from ../shared/fixtures).
+#![cfg(feature = "llama")]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn app_with_minilm() -> TestApp {
+    let app = spawn_app().await;
+    let upload = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
+    let (status, v) = app
+        .pull(ADMIN_KEY, json!({"upload": upload, "name": "minilm"}))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    app
+}
+
+fn reference() -> Vec<(String, Vec<f32>)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/minilm-reference.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["text"].as_str().unwrap().to_owned(),
+                floats(&i["embedding"]),
+            )
+        })
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+async fn embed(app: &TestApp, body: Value) -> (u16, Value) {
+    app.call(Method::POST, "/v1/embeddings", ADMIN_KEY, Some(body))
+        .await
+}
+
+#[tokio::test]
+async fn minilm_matches_sentence_transformers() {
+    let app = app_with_minilm().await;
+    let items = reference();
+    let texts: Vec<&str> = items.iter().map(|(t, _)| t.as_str()).collect();
+    let (status, body) = embed(&app, json!({"model": "minilm", "input": texts})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], "minilm");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), items.len());
+    let mut worst = (1.0f64, String::new());
+    for (i, ((text, expected), got)) in items.iter().zip(data).enumerate() {
+        assert_eq!(got["index"], i);
+        assert_eq!(got["object"], "embedding");
+        let v = floats(&got["embedding"]);
+        assert_eq!(v.len(), 384);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not unit length: {norm}");
+        let c = cosine(&v, expected);
+        if c < worst.0 {
+            worst = (c, text.chars().take(40).collect());
+        }
+    }
+    eprintln!(
+        "worst cosine vs sentence-transformers: {:.7} ({:?})",
+        worst.0, worst.1
+    );
+    assert!(
+        worst.0 >= 0.9999,
+        "cosine {} for {:?} is below 0.9999",
+        worst.0,
+        worst.1
+    );
+    // Usage counts tokens read after truncation: the long input is cut at 256.
+    let tokens = body["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(body["usage"]["total_tokens"], tokens);
+    assert!(tokens > 256 && tokens < 256 + 16 * 40, "{tokens}");
+}
+
+#[tokio::test]
+async fn concurrent_requests_are_batched_without_changing_results() {
+    let app = app_with_minilm().await;
+    let items = reference();
+    // Alone, one at a time …
+    let mut alone = vec![];
+    for (text, _) in &items {
+        let (status, body) = embed(&app, json!({"model": "minilm", "input": text})).await;
+        assert_eq!(status, 200, "{body}");
+        alone.push(floats(&body["data"][0]["embedding"]));
+    }
+    // … and all at once from concurrent clients, so the worker batches them together.
+    let together = futures::future::join_all(items.iter().map(|(text, _)| {
+        let app = &app;
+        async move {
+            let (status, body) = embed(app, json!({"model": "minilm", "input": text})).await;
+            assert_eq!(status, 200, "{body}");
+            floats(&body["data"][0]["embedding"])
+        }
+    }))
+    .await;
+    for ((a, b), (text, _)) in alone.iter().zip(&together).zip(&items) {
+        let c = cosine(a, b);
+        assert!(
+            c > 0.99999,
+            "{text:?}: batched and alone differ (cosine {c})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn base64_encodes_the_same_floats() {
+    let app = app_with_minilm().await;
+    let input = json!(["Paris is the capital of France.", "a"]);
+    let (_, floats_body) = embed(&app, json!({"model": "minilm", "input": input})).await;
+    let (status, b64) = embed(
+        &app,
+        json!({"model": "minilm", "input": input, "encoding_format": "base64", "dimensions": 384}),
+    )
+    .await;
+    assert_eq!(status, 200, "{b64}");
+    for i in 0..2 {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64["data"][i]["embedding"].as_str().unwrap())
+            .unwrap();
+        let decoded: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(decoded, floats(&floats_body["data"][i]["embedding"]));
+    }
+}
+
+#[tokio::test]
+async fn bad_embedding_requests_get_400_naming_the_field() {
+    let app = app_with_minilm().await;
+    let chat = app
+        .upload(
+            ADMIN_KEY,
+            &smollm2_gguf(),
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+        )
+        .await;
+    let (status, v) = app
+        .pull(
+            ADMIN_KEY,
+            json!({"upload": {"files": [chat], "is_dir": false, "label": "smollm2"}, "name": "smollm2"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+
+    let cases = [
+        (
+            json!({"model": "minilm", "input": []}),
+            400,
+            "input",
+            "empty",
+        ),
+        (
+            json!({"model": "minilm", "input": ["ok", ""]}),
+            400,
+            "input",
+            "input[1]",
+        ),
+        (
+            json!({"model": "minilm", "input": [1, 2, 3]}),
+            400,
+            "input",
+            "token-id",
+        ),
+        (
+            json!({"model": "minilm", "input": {"a": 1}}),
+            400,
+            "input",
+            "string",
+        ),
+        (
+            json!({"model": "minilm", "input": "x", "encoding_format": "hex"}),
+            400,
+            "encoding_format",
+            "base64",
+        ),
+        (
+            json!({"model": "minilm", "input": "x", "dimensions": 100}),
+            400,
+            "dimensions",
+            "384",
+        ),
+        (
+            json!({"model": "minilm", "input": "x", "dimensions": -1}),
+            400,
+            "dimensions",
+            "positive",
+        ),
+        (
+            json!({"model": "minilm", "input": vec!["x"; 2049]}),
+            413,
+            "input",
+            "2048",
+        ),
+        (
+            json!({"model": "smollm2", "input": "x"}),
+            400,
+            "model",
+            "cannot do embeddings",
+        ),
+    ];
+    for (body, want_status, param, needle) in cases {
+        let (status, e) = embed(&app, body.clone()).await;
+        assert_eq!(status, want_status, "{body}: {e}");
+        assert_eq!(e["error"]["param"], param, "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {e}"
+        );
+    }
+    let (status, e) = embed(&app, json!({"model": "nope", "input": "x"})).await;
+    assert_eq!(status, 404, "{e}");
+    assert_eq!(e["error"]["code"], "model_not_found");
+    // And the other way round: an embedding model cannot chat.
+    let (status, e) = app
+        .call(
+            Method::POST,
+            "/v1/chat/completions",
+            ADMIN_KEY,
+            Some(json!({"model": "minilm", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("embedding"));
+    // The model still serves after all that.
+    let (status, _) = embed(&app, json!({"model": "minilm", "input": "still here"})).await;
+    assert_eq!(status, 200);
+}
