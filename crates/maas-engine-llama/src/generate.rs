@@ -215,26 +215,35 @@ impl<'m> Worker<'m> {
         let Some(id) = self.free.pop() else {
             return refuse("no free sequence slot".to_owned());
         };
-        self.running.push(Sequence {
-            id,
-            sampler: sampler(&request.params),
-            text: TextAssembler::new(&request.params.stop),
-            request,
-            prompt,
-            fed: 0,
-            next: None,
-            pos: 0,
-            completion_tokens: 0,
-            logits_at: None,
-            finished: None,
-        });
+        let at = self.running.partition_point(|s| s.id < id);
+        self.running.insert(
+            at,
+            Sequence {
+                id,
+                sampler: sampler(&request.params),
+                text: TextAssembler::new(&request.params.stop),
+                request,
+                prompt,
+                fed: 0,
+                next: None,
+                pos: 0,
+                completion_tokens: 0,
+                logits_at: None,
+                finished: None,
+            },
+        );
     }
 
     /// One decode for every running sequence, then one sampled token for each that is ready.
+    ///
+    /// With one KV stream per sequence llama.cpp splits a batch into runs of consecutive
+    /// sequence ids, so tokens go in by id (`running` is kept sorted, and the lowest free id
+    /// is handed out first) to keep the whole step in one pass.
     fn step(&mut self) -> Result<(), EngineError> {
         self.batch.clear();
-        let mut room = BATCH_TOKENS;
-        // Sequences already generating go first: each needs just one token per step.
+        // Sequences already generating need one token each; prompts share what is left.
+        let generating = self.running.iter().filter(|s| s.next.is_some()).count();
+        let mut room = BATCH_TOKENS - generating;
         for s in &mut self.running {
             s.logits_at = None;
             if let Some(token) = s.next.take() {
@@ -243,19 +252,9 @@ impl<'m> Worker<'m> {
                     .add(token, s.pos, &[s.id], true)
                     .map_err(|e| backend_err("batching", e))?;
                 s.pos += 1;
-                room -= 1;
-            }
-        }
-        // Then prompts, in arrival order, as much as fits.
-        for s in &mut self.running {
-            if room == 0 {
-                break;
-            }
-            let left = s.prompt.len() - s.fed;
-            if left == 0 {
                 continue;
             }
-            let take = left.min(room);
+            let take = (s.prompt.len() - s.fed).min(room);
             for i in 0..take {
                 let last = s.fed + i + 1 == s.prompt.len();
                 if last {
@@ -320,7 +319,7 @@ impl<'m> Worker<'m> {
                 i += 1;
                 continue;
             };
-            let mut s = self.running.swap_remove(i);
+            let mut s = self.running.remove(i);
             if reason != FinishReason::Cancelled {
                 let rest = s.text.finish();
                 s.send(rest);
@@ -328,6 +327,8 @@ impl<'m> Worker<'m> {
             let _ = s.request.events.send(Event::Done(Ok(s.summary(reason))));
             let _ = self.ctx.clear_kv_cache_seq(Some(s.id as u32), None, None);
             self.free.push(s.id);
+            // Highest first, so `pop` hands out the lowest free id.
+            self.free.sort_unstable_by(|a, b| b.cmp(a));
         }
     }
 }

