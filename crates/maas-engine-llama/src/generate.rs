@@ -1,6 +1,7 @@
 //! Text generation on llama.cpp with continuous batching.
 //!
-//! One worker thread per model owns the context. Up to `sequences` requests run at once, each
+//! One worker thread per model owns the context; output goes straight from it to each request's
+//! [`GenerationSink`], with no thread in between. Up to `sequences` requests run at once, each
 //! under its own sequence id with its own slice of the KV cache (llama.cpp's non-unified
 //! cache: one stream per sequence, so a request's attention never sees, or is reordered by,
 //! another's cells). Every step builds one batch: the last sampled token of each running
@@ -19,7 +20,8 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use maas_engine::{
-    EngineError, FinishReason, GenerateParams, GenerateSummary, Piece, TextAssembler, TextGenerator,
+    EngineError, FinishReason, GenerateParams, GenerateSummary, GenerationSink, Piece,
+    TextAssembler, TextGenerator,
 };
 
 use crate::{backend, backend_err, spawn_worker};
@@ -27,15 +29,10 @@ use crate::{backend, backend_err, spawn_worker};
 /// Tokens per decode call (prompt chunks and running sequences together).
 const BATCH_TOKENS: usize = 512;
 
-enum Event {
-    Text(String),
-    Done(Result<GenerateSummary, EngineError>),
-}
-
 struct Request {
     prompt: String,
     params: GenerateParams,
-    events: mpsc::Sender<Event>,
+    sink: Box<dyn GenerationSink>,
 }
 
 /// A GGUF model served by one worker thread.
@@ -133,8 +130,8 @@ impl Sequence {
     }
 
     /// Sends text; false when the caller has gone.
-    fn send(&self, text: String) -> bool {
-        text.is_empty() || self.request.events.send(Event::Text(text)).is_ok()
+    fn send(&mut self, text: &str) -> bool {
+        text.is_empty() || self.request.sink.text(text)
     }
 }
 
@@ -180,7 +177,7 @@ impl<'m> Worker<'m> {
             if let Err(e) = self.step() {
                 // A failed decode leaves the cache in an unknown state: fail everyone running.
                 for s in self.running.drain(..) {
-                    let _ = s.request.events.send(Event::Done(Err(e.clone())));
+                    s.request.sink.done(Err(e.clone()));
                 }
                 self.ctx.clear_kv_cache();
                 self.free = (0..self.sequences as i32).rev().collect();
@@ -195,25 +192,24 @@ impl<'m> Worker<'m> {
             .model
             .vocab()
             .tokenize(request.prompt.as_bytes(), true, true);
-        let refuse = |message: String| {
-            let _ = request
-                .events
-                .send(Event::Done(Err(EngineError::InvalidRequest(message))));
+        let refuse = |request: Request, message: String| {
+            request.sink.done(Err(EngineError::InvalidRequest(message)));
         };
         if prompt.is_empty() {
-            return refuse("the prompt is empty".to_owned());
+            return refuse(request, "the prompt is empty".to_owned());
         }
         let needed = prompt.len() as u64 + u64::from(request.params.max_tokens);
         if needed > u64::from(self.n_ctx) {
-            return refuse(format!(
+            let message = format!(
                 "the prompt ({} tokens) plus max_tokens ({}) exceeds the model's context of {} tokens",
                 prompt.len(),
                 request.params.max_tokens,
                 self.n_ctx
-            ));
+            );
+            return refuse(request, message);
         }
         let Some(id) = self.free.pop() else {
-            return refuse("no free sequence slot".to_owned());
+            return refuse(request, "no free sequence slot".to_owned());
         };
         let at = self.running.partition_point(|s| s.id < id);
         self.running.insert(
@@ -289,13 +285,13 @@ impl<'m> Worker<'m> {
             let bytes = vocab.token_to_piece(token, false, None);
             match s.text.push(&bytes) {
                 Piece::Text(t) => {
-                    if !s.send(t) {
+                    if !s.send(&t) {
                         s.finished = Some(FinishReason::Cancelled);
                         continue;
                     }
                 }
                 Piece::Stopped(t) => {
-                    s.send(t);
+                    s.send(&t);
                     // The stop string ended it: nothing held back is sent.
                     s.text = TextAssembler::new(&[]);
                     s.finished = Some(FinishReason::Stop);
@@ -322,10 +318,11 @@ impl<'m> Worker<'m> {
             let mut s = self.running.remove(i);
             if reason != FinishReason::Cancelled {
                 let rest = s.text.finish();
-                s.send(rest);
+                s.send(&rest);
             }
-            let _ = s.request.events.send(Event::Done(Ok(s.summary(reason))));
             let _ = self.ctx.clear_kv_cache_seq(Some(s.id as u32), None, None);
+            let summary = s.summary(reason);
+            s.request.sink.done(Ok(summary));
             self.free.push(s.id);
             // Highest first, so `pop` hands out the lowest free id.
             self.free.sort_unstable_by(|a, b| b.cmp(a));
@@ -360,40 +357,16 @@ impl TextGenerator for LlamaGenerator {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
-    fn generate(
-        &self,
-        prompt: &str,
-        params: &GenerateParams,
-        on_text: &mut dyn FnMut(&str) -> bool,
-    ) -> Result<GenerateSummary, EngineError> {
-        // Unbounded, so one slow listener never stalls the other sequences; it holds at most
-        // one piece per generated token, and max_tokens is bounded by the context.
-        let (events, inbox) = mpsc::channel();
+    fn start(&self, prompt: &str, params: &GenerateParams, sink: Box<dyn GenerationSink>) {
         let request = Request {
             prompt: prompt.to_owned(),
             params: params.clone(),
-            events,
+            sink,
         };
-        self.requests
-            .send(request)
-            .map_err(|_| EngineError::Backend("the llama.cpp worker has stopped".to_owned()))?;
-        for event in inbox {
-            match event {
-                Event::Text(t) => {
-                    if !on_text(&t) {
-                        // Dropping the receiver makes the worker's next send fail: it stops.
-                        return Ok(GenerateSummary {
-                            finish_reason: FinishReason::Cancelled,
-                            prompt_tokens: 0,
-                            completion_tokens: 0,
-                        });
-                    }
-                }
-                Event::Done(result) => return result,
-            }
+        if let Err(mpsc::SendError(request)) = self.requests.send(request) {
+            request.sink.done(Err(EngineError::Backend(
+                "the llama.cpp worker has stopped".to_owned(),
+            )));
         }
-        Err(EngineError::Backend(
-            "the llama.cpp worker stopped mid-generation".to_owned(),
-        ))
     }
 }

@@ -149,6 +149,15 @@ pub struct GenerateSummary {
     pub completion_tokens: u32,
 }
 
+/// Receives one generation's output. Called on the backend's own thread, so it must not block:
+/// hand the text on (an unbounded channel, a buffer) and return.
+pub trait GenerationSink: Send {
+    /// A piece of text; returning false stops the generation (the listener has gone).
+    fn text(&mut self, piece: &str) -> bool;
+    /// The end: totals, or why it failed. Called exactly once, last.
+    fn done(self: Box<Self>, result: Result<GenerateSummary, EngineError>);
+}
+
 /// A model that continues text.
 pub trait TextGenerator: Send + Sync {
     /// Tokens the context holds (prompt + completion).
@@ -159,14 +168,54 @@ pub trait TextGenerator: Send + Sync {
     fn special_tokens(&self) -> (String, String);
     /// How many tokens `text` is.
     fn count_tokens(&self, text: &str) -> Result<u32, EngineError>;
-    /// Generates from `prompt`, handing each piece of text to `on_text` as it is produced;
+    /// Starts generating from `prompt`; the output goes to `sink` as it is produced.
+    /// Returns at once.
+    fn start(&self, prompt: &str, params: &GenerateParams, sink: Box<dyn GenerationSink>);
+
+    /// Generates from `prompt`, handing each piece of text to `on_text` on the calling thread;
     /// `on_text` returns false to stop early. Blocks until done.
     fn generate(
         &self,
         prompt: &str,
         params: &GenerateParams,
         on_text: &mut dyn FnMut(&str) -> bool,
-    ) -> Result<GenerateSummary, EngineError>;
+    ) -> Result<GenerateSummary, EngineError> {
+        let (events, inbox) = std::sync::mpsc::channel();
+        self.start(prompt, params, Box::new(ChannelSink(events)));
+        for event in inbox {
+            match event {
+                Ok(text) => {
+                    if !on_text(&text) {
+                        // Dropping the receiver makes the sink refuse the next piece: it stops.
+                        return Ok(GenerateSummary {
+                            finish_reason: FinishReason::Cancelled,
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                        });
+                    }
+                }
+                Err(result) => return result,
+            }
+        }
+        Err(EngineError::Backend(
+            "the generation ended without a result".to_owned(),
+        ))
+    }
+}
+
+type SinkEvent = Result<String, Result<GenerateSummary, EngineError>>;
+
+/// Forwards a generation to a blocking caller: text as `Ok`, the end as `Err`.
+struct ChannelSink(std::sync::mpsc::Sender<SinkEvent>);
+
+impl GenerationSink for ChannelSink {
+    fn text(&mut self, piece: &str) -> bool {
+        self.0.send(Ok(piece.to_owned())).is_ok()
+    }
+
+    fn done(self: Box<Self>, result: Result<GenerateSummary, EngineError>) {
+        let _ = self.0.send(Err(result));
+    }
 }
 
 /// Vectors for a list of inputs.

@@ -368,3 +368,34 @@ async fn bad_requests_get_openai_shaped_errors() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn a_client_that_disconnects_stops_its_generation() {
+    let app = app_with_smollm2().await;
+    let body = json!({"model": "smollm2", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 3000, "temperature": 0, "stream": true});
+    let mut resp = app
+        .req(Method::POST, "/v1/completions", ADMIN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A few pieces arrive, then the client goes away mid-stream.
+    for _ in 0..5 {
+        assert!(resp.chunk().await.unwrap().is_some());
+    }
+    let (_, loaded) = app.get("/api/v1/loaded", ADMIN_KEY).await;
+    assert_eq!(loaded[0]["in_flight"], 1, "{loaded}");
+    drop(resp);
+    // 3000 tokens take far longer than this wait; a cancelled generation frees its place at once.
+    let mut freed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (_, loaded) = app.get("/api/v1/loaded", ADMIN_KEY).await;
+        if loaded[0]["in_flight"] == 0 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "the generation kept running after the client left");
+}

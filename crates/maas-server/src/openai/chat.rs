@@ -9,7 +9,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use maas_core::{ModelVersion, Task};
-use maas_engine::{EngineError, FinishReason, GenerateParams, GenerateSummary, TextGenerator};
+use maas_engine::{
+    EngineError, FinishReason, GenerateParams, GenerateSummary, GenerationSink, TextGenerator,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -367,6 +369,34 @@ async fn acquire(
     Ok((permit, generator))
 }
 
+/// What a generation sends to the request handling it.
+enum Output {
+    Text(String),
+    Done(Result<GenerateSummary, EngineError>),
+}
+
+/// Takes a generation's output on the engine's thread and hands it to the async side without
+/// blocking; holds the request's place in the model's queue until the generation is done.
+struct Sink {
+    tx: mpsc::UnboundedSender<Output>,
+    _permit: QueuePermit,
+}
+
+impl GenerationSink for Sink {
+    fn text(&mut self, piece: &str) -> bool {
+        // Fails once the request is gone (client disconnected): the generation stops.
+        self.tx.send(Output::Text(piece.to_owned())).is_ok()
+    }
+
+    fn done(self: Box<Self>, result: Result<GenerateSummary, EngineError>) {
+        let _ = self.tx.send(Output::Done(result));
+    }
+}
+
+fn stopped() -> maas_core::Error {
+    maas_core::Error::internal("the generation ended without a result")
+}
+
 fn engine_error(e: EngineError) -> OaiError {
     match e {
         EngineError::InvalidRequest(m) => OaiError::invalid("max_tokens", m),
@@ -418,15 +448,15 @@ async fn respond(
     }
     sampling.params.max_tokens = max_tokens;
 
-    let (tx, mut pieces) = mpsc::channel::<String>(64);
-    let params = sampling.params.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        // The send fails once the client is gone: returning false cancels generation.
-        generator.generate(&prompt, &params, &mut |t| {
-            tx.blocking_send(t.to_owned()).is_ok()
-        })
-    });
+    let (tx, mut output) = mpsc::unbounded_channel::<Output>();
+    generator.start(
+        &prompt,
+        &sampling.params,
+        Box::new(Sink {
+            tx,
+            _permit: permit,
+        }),
+    );
     let (id, object) = match kind {
         Kind::Chat => (
             format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
@@ -441,13 +471,13 @@ async fn respond(
 
     if !sampling.stream {
         let mut text = String::new();
-        while let Some(piece) = pieces.recv().await {
-            text.push_str(&piece);
-        }
-        let summary = work
-            .await
-            .map_err(|e| maas_core::Error::internal(format!("generation crashed: {e}")))?
-            .map_err(engine_error)?;
+        let summary = loop {
+            match output.recv().await {
+                Some(Output::Text(piece)) => text.push_str(&piece),
+                Some(Output::Done(result)) => break result.map_err(engine_error)?,
+                None => return Err(stopped().into()),
+            }
+        };
         let choice = match kind {
             Kind::Chat => {
                 json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_text(summary.finish_reason), "logprobs": null})
@@ -493,22 +523,32 @@ async fn respond(
         {
             return;
         }
-        while let Some(piece) = pieces.recv().await {
-            if events_tx
-                .send(chunk(delta(json!({"content": piece})), None))
-                .await
-                .is_err()
-            {
-                // The client left: dropping `pieces` makes the generator stop.
-                return;
+        let result = loop {
+            match output.recv().await {
+                Some(Output::Text(piece)) => {
+                    if events_tx
+                        .send(chunk(delta(json!({"content": piece})), None))
+                        .await
+                        .is_err()
+                    {
+                        // The client left: dropping `output` makes the generator stop.
+                        return;
+                    }
+                }
+                Some(Output::Done(result)) => break result,
+                None => break Err(EngineError::Backend(stopped().message)),
             }
-        }
-        let last = match work.await {
-            Ok(Ok(summary)) => {
+        };
+        let last = match result {
+            Ok(summary) => {
                 let finish = finish_text(summary.finish_reason);
                 let choice = match kind {
-                    Kind::Chat => json!([{"index": 0, "delta": {}, "finish_reason": finish, "logprobs": null}]),
-                    Kind::Completion => json!([{"index": 0, "text": "", "finish_reason": finish, "logprobs": null}]),
+                    Kind::Chat => {
+                        json!([{"index": 0, "delta": {}, "finish_reason": finish, "logprobs": null}])
+                    }
+                    Kind::Completion => {
+                        json!([{"index": 0, "text": "", "finish_reason": finish, "logprobs": null}])
+                    }
                 };
                 let mut out = vec![chunk(choice, None)];
                 if include_usage {
@@ -516,8 +556,9 @@ async fn respond(
                 }
                 out
             }
-            Ok(Err(e)) => vec![Event::default().data(json!({"error": {"message": e.to_string(), "type": "server_error"}}).to_string())],
-            Err(e) => vec![Event::default().data(json!({"error": {"message": format!("generation crashed: {e}"), "type": "server_error"}}).to_string())],
+            Err(e) => vec![Event::default().data(
+                json!({"error": {"message": e.to_string(), "type": "server_error"}}).to_string(),
+            )],
         };
         for event in last {
             if events_tx.send(event).await.is_err() {
