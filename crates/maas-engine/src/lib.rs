@@ -218,6 +218,28 @@ impl GenerationSink for ChannelSink {
     }
 }
 
+/// One named tensor of a model's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Name in the graph.
+    pub name: String,
+    /// Open Inference Protocol datatype (`FP32`, `INT64`, `BYTES` …).
+    pub datatype: String,
+    /// Dimensions; -1 where the size is dynamic (usually the batch).
+    pub shape: Vec<i64>,
+}
+
+/// What a tensor model takes and returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// Inputs, in graph order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs, in graph order.
+    pub outputs: Vec<TensorSpec>,
+    /// Why the backend's optimiser refused the graph, if it did (the plain plan still runs).
+    pub optimizer_error: Option<String>,
+}
+
 /// Vectors for a list of inputs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {

@@ -154,6 +154,8 @@ async fn stage_store_register(
             (None, detected) => (staged, detected),
         };
 
+    let detected = with_signature(&staged, detected).await?;
+
     let total: u64 = staged.files.iter().map(|f| f.size_bytes).sum();
     progress.start_phase("storing", total);
     for file in &staged.files {
@@ -206,6 +208,52 @@ async fn stage_store_register(
         lineage: serde_json::json!({"origin": staged.origin}),
     };
     state.registry.register_version(new, actor).await
+}
+
+/// An ONNX graph is loaded at pull time: a graph tract cannot type is refused before anything is
+/// stored, and its input/output signature is kept in the metadata (`signature`) for the Open
+/// Inference Protocol's model metadata.
+#[cfg(feature = "tract")]
+async fn with_signature(
+    staged: &maas_ingest::Staged,
+    mut detected: maas_ingest::Detected,
+) -> Result<maas_ingest::Detected> {
+    if detected.format != Format::Onnx {
+        return Ok(detected);
+    }
+    let Some(file) = staged.files.iter().find(|f| f.path.ends_with(".onnx")) else {
+        return Ok(detected);
+    };
+    let (path, name) = (file.local.clone(), file.path.clone());
+    let signature = tokio::task::spawn_blocking(move || maas_engine_tract::inspect(&path))
+        .await
+        .map_err(|e| Error::internal(format!("ONNX inspection failed: {e}")))?
+        .map_err(|e| Error::invalid(format!("{name}: tract cannot load this ONNX graph: {e}")))?;
+    let tensors = |specs: &[maas_engine::TensorSpec]| -> serde_json::Value {
+        specs
+            .iter()
+            .map(|t| serde_json::json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
+            .collect()
+    };
+    if let serde_json::Value::Object(m) = &mut detected.metadata {
+        m.insert(
+            "signature".to_owned(),
+            serde_json::json!({
+                "inputs": tensors(&signature.inputs),
+                "outputs": tensors(&signature.outputs),
+                "optimizer_error": signature.optimizer_error,
+            }),
+        );
+    }
+    Ok(detected)
+}
+
+#[cfg(not(feature = "tract"))]
+async fn with_signature(
+    _staged: &maas_ingest::Staged,
+    detected: maas_ingest::Detected,
+) -> Result<maas_ingest::Detected> {
+    Ok(detected)
 }
 
 /// Where a converted GGUF goes inside the version's folder.

