@@ -17,7 +17,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use maas_engine::{Batching, Embedder, Embeddings, EngineError};
 
-use crate::{backend, backend_err, spawn_worker, Ready};
+use crate::{backend_err, open_context, spawn_worker, Ready};
 
 /// Inputs are packed into encoder passes of about this many tokens. Attention in a pass spans
 /// every token in it (masked between sequences), so its cost grows with the square of the
@@ -155,22 +155,14 @@ fn worker(
     inbox: &mpsc::Receiver<Request>,
     ready: Ready,
 ) {
-    let threads = i32::try_from(threads.max(1)).unwrap_or(1);
     let params = LlamaContextParams::default()
         .with_embeddings(true)
         .with_n_ctx(NonZeroU32::new(pass.tokens as u32))
         .with_n_batch(pass.tokens as u32)
         .with_n_ubatch(pass.tokens as u32)
         .with_n_seq_max(BATCH_SEQS as u32)
-        .with_kv_unified(true)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads);
-    let context = backend().and_then(|b| {
-        model
-            .new_context(b, params)
-            .map_err(|e| EngineError::Load(format!("llama.cpp cannot create a context: {e}")))
-    });
-    let Some(mut context) = ready.open(context) else {
+        .with_kv_unified(true);
+    let Some(mut context) = ready.open(open_context(model, params, threads)) else {
         return;
     };
     let mut batch = LlamaBatch::new(pass.tokens, BATCH_SEQS as i32);

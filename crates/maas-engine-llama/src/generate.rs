@@ -24,7 +24,7 @@ use maas_engine::{
     TextAssembler, TextGenerator,
 };
 
-use crate::{backend, backend_err, spawn_worker};
+use crate::{backend_err, open_context, spawn_worker};
 
 /// Tokens per decode call (prompt chunks and running sequences together).
 const BATCH_TOKENS: usize = 512;
@@ -71,18 +71,13 @@ fn new_context(
     sequences: usize,
     threads: usize,
 ) -> Result<LlamaContext<'_>, EngineError> {
-    let threads = i32::try_from(threads.max(1)).unwrap_or(1);
     let total = n_ctx.saturating_mul(sequences as u32);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(total))
         .with_n_batch(BATCH_TOKENS as u32)
         .with_n_seq_max(sequences as u32)
-        .with_kv_unified(false)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads);
-    model
-        .new_context(backend()?, params)
-        .map_err(|e| EngineError::Load(format!("llama.cpp cannot create a context: {e}")))
+        .with_kv_unified(false);
+    open_context(model, params, threads)
 }
 
 fn sampler(params: &GenerateParams) -> LlamaSampler {

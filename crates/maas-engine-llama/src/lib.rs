@@ -94,6 +94,19 @@ impl Engine for LlamaEngine {
     }
 }
 
+/// A context on `model` with `params`, computing on `threads` threads.
+fn open_context(
+    model: &LlamaModel,
+    params: llama_cpp_2::context::params::LlamaContextParams,
+    threads: usize,
+) -> Result<llama_cpp_2::context::LlamaContext<'_>, EngineError> {
+    let threads = i32::try_from(threads.max(1)).unwrap_or(1);
+    let params = params.with_n_threads(threads).with_n_threads_batch(threads);
+    model
+        .new_context(backend()?, params)
+        .map_err(|e| EngineError::Load(format!("llama.cpp cannot create a context: {e}")))
+}
+
 fn backend_err(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Backend(format!("llama.cpp {what} failed: {e}"))
 }

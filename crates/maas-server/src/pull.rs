@@ -272,8 +272,7 @@ async fn convert_for_llama(
     let wanted = plan.format.is_none()
         && detected.format == Format::Safetensors
         && detected.task == Task::Embedding
-        && maas_ingest::convert::is_convertible_bert(&detected.metadata)
-        && !staged.files.iter().any(|f| f.path == CONVERTED_GGUF);
+        && maas_ingest::convert::is_convertible_bert(&detected.metadata);
     if !wanted {
         return Ok((None, detected));
     }

@@ -2,7 +2,6 @@
 //! floats or (with `encoding_format: "base64"`) little-endian f32 bytes in base64.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine as _;
 use maas_core::Task;
@@ -157,16 +156,4 @@ pub async fn embeddings(
         "model": req.model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     })))
-}
-
-impl OaiError {
-    /// 413: the request holds more than one call may.
-    pub fn too_large(param: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: message.into(),
-            param: Some(param),
-            code: None,
-        }
-    }
 }

@@ -47,6 +47,16 @@ impl OaiError {
             code: None,
         }
     }
+
+    /// 413: the request holds more than one call may.
+    pub fn too_large(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: message.into(),
+            param: Some(param),
+            code: None,
+        }
+    }
 }
 
 impl From<ApiError> for OaiError {
