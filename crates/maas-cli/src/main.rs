@@ -8,6 +8,7 @@ mod output;
 mod pull;
 mod run;
 mod serving;
+mod tensors;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,6 +56,10 @@ enum Command {
     Chat(run::ChatArgs),
     /// Print the embedding of each text.
     Embed(run::EmbedArgs),
+    /// Run a tensor model on an Open Inference Protocol request (JSON file).
+    Infer(tensors::InferArgs),
+    /// Classify an image with an image-classification model.
+    Classify(tensors::ClassifyArgs),
     /// List the models loaded in memory.
     Ps,
     /// Load a model into memory ahead of traffic (--pin keeps it there).
@@ -114,10 +119,12 @@ struct ServeArgs {
     /// Pinned models stay.
     #[arg(long, default_value_t = 1800)]
     idle_unload_secs: u64,
-    /// Most inputs one embedding batch gathers from concurrent requests.
+    /// Most inputs one embedding batch (or rows one tensor batch) gathers from concurrent
+    /// requests.
     #[arg(long, default_value_t = 64)]
     batch_max_inputs: usize,
-    /// Longest an embedding request waits for others to share its batch, in milliseconds.
+    /// Longest an embedding or tensor request waits for others to share its batch, in
+    /// milliseconds (a version's own serving settings may say otherwise).
     #[arg(long, default_value_t = 2)]
     batch_wait_ms: u64,
 }
@@ -174,6 +181,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&g, args).await,
         Command::Chat(args) => run::chat(&g, args).await,
         Command::Embed(args) => run::embed(&g, args).await,
+        Command::Infer(args) => tensors::infer(&g, args).await,
+        Command::Classify(args) => tensors::classify(&g, args).await,
         Command::Ps => serving::ps(&g).await,
         Command::Load(args) => serving::load(&g, args).await,
         Command::Unload(args) => serving::unload(&g, args).await,

@@ -36,6 +36,10 @@ pub struct PullArgs {
     /// Description of a new model.
     #[arg(long)]
     description: Option<String>,
+    /// Serving settings to keep with the version (TOML): image preprocessing, labels, the
+    /// scores output, batching. See the README's "Tensor models and images".
+    #[arg(long, alias = "preprocess")]
+    serving: Option<std::path::PathBuf>,
     /// Print the job id and return without waiting.
     #[arg(long)]
     detach: bool,
@@ -183,6 +187,13 @@ async fn upload(client: &Client, source: &str) -> Result<Value> {
 pub async fn run(g: &Global, args: PullArgs) -> Result<()> {
     let client = Client::new(&g.server, g.api_key.clone())?;
     let mut body = json!({"name": args.name, "task": args.task, "format": args.format, "description": args.description});
+    if let Some(path) = &args.serving {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let settings: Value = toml::from_str(&text)
+            .with_context(|| format!("{} is not valid TOML", path.display()))?;
+        body["serving"] = settings;
+    }
     if is_remote(&args.source) {
         body["source"] = json!(args.source);
     } else {

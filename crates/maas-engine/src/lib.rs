@@ -7,8 +7,12 @@
 //! server bridges with channels.
 #![deny(missing_docs)]
 
+pub mod batch;
+mod tensor;
 mod text;
+pub mod vision;
 
+pub use tensor::{element_count, f16, Tensor, TensorData, TensorModel};
 pub use text::{Piece, TextAssembler};
 
 use std::path::PathBuf;
@@ -94,9 +98,9 @@ pub struct LoadSpec {
 pub struct Batching {
     /// Generation requests decoded together (each gets its own context of the model's length).
     pub sequences: usize,
-    /// Most inputs in one embedding batch.
+    /// Most inputs in one embedding batch; for tensor models, most rows in one run.
     pub max_inputs: usize,
-    /// Longest an embedding request waits for others to join it.
+    /// Longest an embedding or tensor request waits for others to join it.
     pub max_wait: Duration,
 }
 
@@ -266,6 +270,8 @@ pub struct LoadedModel {
     pub generator: Option<Arc<dyn TextGenerator>>,
     /// Present when the model embeds text.
     pub embedder: Option<Arc<dyn Embedder>>,
+    /// Present when the model maps tensors to tensors.
+    pub tensor: Option<Arc<dyn TensorModel>>,
     /// Bytes the model holds in memory (for the cache's budget).
     pub memory_bytes: u64,
 }
@@ -279,6 +285,9 @@ impl LoadedModel {
         }
         if self.embedder.is_some() {
             out.push(Capability::Embed);
+        }
+        if self.tensor.is_some() {
+            out.push(Capability::Infer);
         }
         out
     }

@@ -84,12 +84,28 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The server's batching, with the version's own settings (`metadata.serving.batching`:
+/// `max_batch_size`, `max_delay_ms`) in place of the defaults they name.
+fn batching_for(version: &ModelVersion, default: Batching) -> Batching {
+    let own = &version.metadata["serving"]["batching"];
+    let mut b = default;
+    if let Some(n) = own["max_batch_size"].as_u64() {
+        b.max_inputs = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(ms) = own["max_delay_ms"].as_u64() {
+        b.max_wait = std::time::Duration::from_millis(ms);
+    }
+    b
+}
+
 impl ModelCache {
     /// A cache over the engines compiled into this build.
     pub fn new(artifacts: ArtifactStore, config: CacheConfig) -> Self {
         let engines: Vec<Arc<dyn Engine>> = vec![
             #[cfg(feature = "llama")]
             Arc::new(maas_engine_llama::LlamaEngine::default()),
+            #[cfg(feature = "tract")]
+            Arc::new(maas_engine_tract::TractEngine),
         ];
         Self {
             engines,
@@ -173,7 +189,7 @@ impl ModelCache {
             format: version.format,
             task,
             threads: self.config.threads,
-            batching: self.config.batching,
+            batching: batching_for(version, self.config.batching),
         };
         let started = std::time::Instant::now();
         let loaded = tokio::task::spawn_blocking(move || engine.load(&spec))
@@ -189,27 +205,29 @@ impl ModelCache {
         Ok(Arc::new(loaded))
     }
 
-    /// The blob holding the weights: the artifact itself, or for a folder in GGUF format
-    /// (a converted model keeps its original files beside the GGUF) its one `.gguf` file.
+    /// The blob holding the weights: the artifact itself, or for a folder the one file of its
+    /// format inside (a converted model keeps its original files beside the GGUF).
     async fn weights_blob(&self, version: &ModelVersion) -> Result<maas_core::Digest> {
-        match (version.artifact_kind, version.format) {
-            (ArtifactKind::File, _) => Ok(version.artifact_digest),
-            (ArtifactKind::Dir, Format::Gguf) => {
-                let manifest = self
-                    .artifacts
-                    .get_manifest(&version.artifact_digest)
-                    .await?;
-                let mut ggufs = manifest.files.iter().filter(|f| f.path.ends_with(".gguf"));
-                match (ggufs.next(), ggufs.next()) {
-                    (Some(f), None) => Ok(f.digest),
-                    _ => Err(Error::invalid(format!(
-                        "{}:{} is a folder without exactly one .gguf file",
-                        version.model, version.version
-                    ))),
-                }
+        let suffix = match (version.artifact_kind, version.format) {
+            (ArtifactKind::File, _) => return Ok(version.artifact_digest),
+            (ArtifactKind::Dir, Format::Gguf) => ".gguf",
+            (ArtifactKind::Dir, Format::Onnx) => ".onnx",
+            (ArtifactKind::Dir, format) => {
+                return Err(Error::invalid(format!(
+                    "{}:{} is a {format} folder; this build serves it only once converted",
+                    version.model, version.version
+                )))
             }
-            (ArtifactKind::Dir, format) => Err(Error::invalid(format!(
-                "{}:{} is a {format} folder; this build serves it only once converted",
+        };
+        let manifest = self
+            .artifacts
+            .get_manifest(&version.artifact_digest)
+            .await?;
+        let mut found = manifest.files.iter().filter(|f| f.path.ends_with(suffix));
+        match (found.next(), found.next()) {
+            (Some(f), None) => Ok(f.digest),
+            _ => Err(Error::invalid(format!(
+                "{}:{} is a folder without exactly one {suffix} file",
                 version.model, version.version
             ))),
         }

@@ -4,9 +4,11 @@
 //! [`serve`] opens the embedded store, cleans up after any crash, bootstraps the first admin
 //! key, binds and runs until SIGTERM or Ctrl-C.
 //!
-//! Routes: OpenAI-compatible `/v1/models`, `/v1/chat/completions` and `/v1/completions`;
+//! Routes: OpenAI-compatible `/v1/models`, `/v1/chat/completions`, `/v1/completions` and
+//! `/v1/embeddings`; image classification at `/v1/images/classify`;
 //! the management API under `/api/v1` (models, versions, aliases, tags, pulls and jobs,
-//! blobs, keys, audit), KServe-style health at `/v2/health/{live,ready}`, and the OpenAPI
+//! blobs, keys, audit); the Open Inference Protocol v2 under `/v2` (health, metadata, infer with
+//! JSON or binary tensors, model repository); and the OpenAPI
 //! document at `/openapi.json`, generated from the handlers. Every route but health needs
 //! `Authorization: Bearer KEY`. Errors are `{"error":{"code","message"}}`.
 #![deny(missing_docs)]
@@ -15,11 +17,14 @@ mod api;
 mod auth;
 mod cache;
 mod error;
+mod images;
 mod jobs;
 mod openai;
 mod pull;
 mod serve;
+mod serving;
 mod state;
+mod v2;
 
 pub use cache::CacheConfig;
 pub use jobs::Jobs;
@@ -118,6 +123,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(openai::router().layer(DefaultBodyLimit::max(MAX_JSON_BYTES * 4)))
+        .merge(v2::router())
+        .merge(images::router())
         .route("/openapi.json", openapi)
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))

@@ -27,6 +27,8 @@ pub struct PullPlan {
     pub format: Option<Format>,
     /// Description for a new model.
     pub description: Option<String>,
+    /// Serving settings to keep with the version.
+    pub serving: Option<crate::serving::ServingConfig>,
 }
 
 /// Derives a model name from a source: the package, repository, or file stem.
@@ -154,7 +156,21 @@ async fn stage_store_register(
             (None, detected) => (staged, detected),
         };
 
-    let detected = with_signature(&staged, detected).await?;
+    let mut detected = with_signature(&staged, detected).await?;
+    if let Some(serving) = &plan.serving {
+        let signature = crate::serving::signature_from_metadata(&detected.metadata);
+        serving.check(signature.as_ref())?;
+        // Preprocessing makes an image classifier, unless the caller or the model says otherwise.
+        if serving.preprocess.is_some() && plan.task.is_none() && existing_task.is_none() {
+            detected.task = Task::ImageClassification;
+        }
+        if let serde_json::Value::Object(m) = &mut detected.metadata {
+            m.insert(
+                "serving".to_owned(),
+                serde_json::to_value(serving).map_err(|e| Error::internal(e.to_string()))?,
+            );
+        }
+    }
 
     let total: u64 = staged.files.iter().map(|f| f.size_bytes).sum();
     progress.start_phase("storing", total);

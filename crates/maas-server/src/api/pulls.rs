@@ -59,6 +59,10 @@ pub struct PullRequest {
     /// Description for a new model.
     #[serde(default)]
     pub description: Option<String>,
+    /// Serving settings kept with the version (image preprocessing, labels, batching),
+    /// checked against the model's signature.
+    #[serde(default)]
+    pub serving: Option<crate::serving::ServingConfig>,
 }
 
 /// Whether to answer at once or when the pull ends.
@@ -113,6 +117,7 @@ fn plan(body: PullRequest) -> Result<PullPlan, ApiError> {
         task: field("task", body.task.as_deref(), str::parse::<Task>)?,
         format: field("format", body.format.as_deref(), str::parse::<Format>)?,
         description: body.description,
+        serving: body.serving,
     })
 }
 

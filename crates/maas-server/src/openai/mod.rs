@@ -48,6 +48,16 @@ impl OaiError {
         }
     }
 
+    /// Any status, with no parameter named.
+    pub fn with_status(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
     /// 413: the request holds more than one call may.
     pub fn too_large(param: &'static str, message: impl Into<String>) -> Self {
         Self {

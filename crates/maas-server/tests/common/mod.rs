@@ -231,3 +231,10 @@ pub async fn file_server(router: axum::Router) -> SocketAddr {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     addr
 }
+
+/// One of the two photos inside scikit-learn's wheel (`china.jpg`, `flower.jpg`).
+pub fn sklearn_photo(name: &str) -> PathBuf {
+    cached(&format!(
+        "scikit-learn-1.9.1/sklearn/datasets/images/{name}"
+    ))
+}
