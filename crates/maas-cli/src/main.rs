@@ -4,6 +4,7 @@
 
 mod client;
 mod commands;
+mod datasets;
 mod output;
 mod pull;
 mod run;
@@ -60,6 +61,9 @@ enum Command {
     Infer(tensors::InferArgs),
     /// Classify an image with an image-classification model.
     Classify(tensors::ClassifyArgs),
+    /// Upload, list and show datasets (training data with an inferred schema).
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
     /// List the models loaded in memory.
     Ps,
     /// Load a model into memory ahead of traffic (--pin keeps it there).
@@ -183,6 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => run::embed(&g, args).await,
         Command::Infer(args) => tensors::infer(&g, args).await,
         Command::Classify(args) => tensors::classify(&g, args).await,
+        Command::Datasets(cmd) => datasets::run(&g, cmd).await,
         Command::Ps => serving::ps(&g).await,
         Command::Load(args) => serving::load(&g, args).await,
         Command::Unload(args) => serving::unload(&g, args).await,

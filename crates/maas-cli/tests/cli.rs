@@ -509,6 +509,51 @@ fn infer_and_classify_commands() {
 }
 
 #[test]
+fn datasets_upload_list_and_show() {
+    let data = tempfile::tempdir().unwrap();
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let iris = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/datasets/iris.csv"
+    );
+    let v = s.json(ADMIN_KEY, &["datasets", "upload", iris, "--name", "iris"]);
+    assert_eq!(
+        (v["version"].as_i64(), v["rows"].as_i64()),
+        (Some(1), Some(150))
+    );
+    let out = s.maas(ADMIN_KEY, &["datasets", "show", "iris"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        stdout.starts_with("iris:1  150 rows, csv (")
+            && stdout.contains("target 'species' (classification)"),
+        "{stdout}"
+    );
+    let species = stdout.lines().find(|l| l.starts_with("species")).unwrap();
+    assert!(
+        species.contains("categorical") && species.contains("setosa=50"),
+        "{species}"
+    );
+    let list = s.json(ADMIN_KEY, &["datasets", "list"]);
+    assert_eq!(list[0]["name"], "iris");
+    // A mistake is one line naming it.
+    let out = s.maas(
+        ADMIN_KEY,
+        &[
+            "datasets", "upload", iris, "--name", "iris", "--target", "colour",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("maas: error: unknown target column 'colour'"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1);
+    s.kill();
+}
+
+#[test]
 fn chat_embed_and_the_serving_commands() {
     let data = tempfile::tempdir().unwrap();
     let s = start(data.path(), Some(ADMIN_KEY)).unwrap();

@@ -250,3 +250,76 @@ pub struct AuditVerdict {
     /// The first problem found, naming the entry.
     pub problem: Option<String>,
 }
+
+/// A named collection of training data versions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Dataset {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The key that created it.
+    pub created_by: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The newest version number, if any.
+    pub latest_version: Option<i64>,
+}
+
+/// One immutable version of a dataset: a stored file and what was inferred from it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatasetVersion {
+    /// The dataset's name.
+    pub dataset: String,
+    /// Version number, from 1.
+    pub version: i64,
+    /// `csv` or `jsonl`.
+    pub format: String,
+    /// Content digest of the file.
+    #[schema(value_type = String)]
+    pub digest: Digest,
+    /// File size.
+    pub size_bytes: i64,
+    /// Data rows.
+    pub rows: i64,
+    /// The column to predict.
+    pub target: String,
+    /// `classification` or `regression`.
+    pub problem: String,
+    /// Per-column kinds and statistics.
+    #[schema(value_type = Object)]
+    pub profile: serde_json::Value,
+    /// Where it came from (the uploaded file's name).
+    pub source: String,
+    /// The key that uploaded it.
+    pub created_by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What the registry needs to record a dataset version (the file is already stored).
+#[derive(Debug, Clone)]
+pub struct NewDatasetVersion {
+    /// The dataset; created on first use.
+    pub dataset: ModelName,
+    /// Description for a new dataset.
+    pub description: Option<String>,
+    /// `csv` or `jsonl`.
+    pub format: String,
+    /// The stored file.
+    pub digest: Digest,
+    /// Its size.
+    pub size_bytes: i64,
+    /// Data rows.
+    pub rows: i64,
+    /// Target column.
+    pub target: String,
+    /// `classification` or `regression`.
+    pub problem: String,
+    /// Per-column profile.
+    pub profile: serde_json::Value,
+    /// Source label.
+    pub source: String,
+}

@@ -14,8 +14,8 @@ mod names;
 
 pub use digest::Digest;
 pub use entities::{
-    check_relative_path, Alias, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, FileEntry,
-    Manifest, Model, ModelVersion, NewVersion,
+    check_relative_path, Alias, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Dataset,
+    DatasetVersion, FileEntry, Manifest, Model, ModelVersion, NewDatasetVersion, NewVersion,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use kinds::{Format, Role, Task};

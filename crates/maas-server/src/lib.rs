@@ -58,7 +58,7 @@ pub const MAX_JSON_BYTES: usize = 1 << 20;
     info(title = "maas", description = "Model-as-a-Service: registry, artifacts, keys and audit."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "models"), (name = "pulls"), (name = "blobs"), (name = "keys"), (name = "audit"), (name = "serving"))
+    tags((name = "models"), (name = "pulls"), (name = "blobs"), (name = "keys"), (name = "audit"), (name = "serving"), (name = "datasets"))
 )]
 struct ApiDoc;
 
@@ -114,6 +114,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         // Blobs stream to the store with their own size limit.
         .merge(api::blobs::router().layer(DefaultBodyLimit::disable()))
+        .merge(api::datasets::router())
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     let openapi = get(move |_who: Principal| {

@@ -2,8 +2,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use maas_core::{
-    Alias, AliasName, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Digest, Model, ModelName,
-    ModelRef, ModelVersion, NewVersion, Result, Role, Task,
+    Alias, AliasName, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Dataset, DatasetVersion,
+    Digest, Model, ModelName, ModelRef, ModelVersion, NewDatasetVersion, NewVersion, Result, Role,
+    Task,
 };
 use time::OffsetDateTime;
 
@@ -58,6 +59,23 @@ pub trait Registry: Send + Sync + 'static {
     ) -> Result<Model>;
     /// Records a new version (creating the model on first use). The artifact must already be stored.
     async fn register_version(&self, new: NewVersion, actor: &Actor) -> Result<ModelVersion>;
+    /// Records a new dataset version (creating the dataset on first use). The file must already
+    /// be stored.
+    async fn register_dataset_version(
+        &self,
+        new: NewDatasetVersion,
+        actor: &Actor,
+    ) -> Result<DatasetVersion>;
+    /// All datasets, by name.
+    async fn list_datasets(&self) -> Result<Vec<Dataset>>;
+    /// A dataset's versions, oldest first; 404 if the dataset does not exist.
+    async fn list_dataset_versions(&self, name: &ModelName) -> Result<Vec<DatasetVersion>>;
+    /// One version of a dataset, or its newest when `version` is None.
+    async fn dataset_version(
+        &self,
+        name: &ModelName,
+        version: Option<i64>,
+    ) -> Result<DatasetVersion>;
     /// All models, by name.
     async fn list_models(&self) -> Result<Vec<Model>>;
     /// One model.

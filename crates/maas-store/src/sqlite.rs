@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use maas_core::{
-    Alias, AliasName, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Digest, Error, Format,
-    Model, ModelName, ModelRef, ModelVersion, NewVersion, Result, Role, Task, VersionSelector,
+    Alias, AliasName, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Dataset, DatasetVersion,
+    Digest, Error, Format, Model, ModelName, ModelRef, ModelVersion, NewDatasetVersion, NewVersion,
+    Result, Role, Task, VersionSelector,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -223,6 +224,28 @@ impl SqliteRegistry {
     }
 }
 
+const DATASET_VERSION_COLUMNS: &str = "d.name, dv.version, dv.format, dv.digest, dv.size_bytes, \
+     dv.rows, dv.target, dv.problem, dv.profile, dv.source, dv.created_by, dv.created_at";
+
+fn dataset_version_from_row(row: &SqliteRow) -> Result<DatasetVersion> {
+    let profile: String = row.get(8);
+    Ok(DatasetVersion {
+        dataset: row.get(0),
+        version: row.get(1),
+        format: row.get(2),
+        digest: Digest::parse(row.get(3))?,
+        size_bytes: row.get(4),
+        rows: row.get(5),
+        target: row.get(6),
+        problem: row.get(7),
+        profile: serde_json::from_str(&profile)
+            .map_err(|e| Error::internal(format!("bad dataset profile in registry: {e}")))?,
+        source: row.get(9),
+        created_by: row.get(10),
+        created_at: parse_ts(row.get(11))?,
+    })
+}
+
 /// Appends one audit entry inside `tx`, extending the chain and moving its head.
 async fn append_audit(
     tx: &mut Transaction<'static, Sqlite>,
@@ -408,6 +431,144 @@ impl Registry for SqliteRegistry {
         .await?;
         commit(tx).await?;
         self.version_by_number(&new.model, version).await
+    }
+
+    async fn register_dataset_version(
+        &self,
+        new: NewDatasetVersion,
+        actor: &Actor,
+    ) -> Result<DatasetVersion> {
+        let mut tx = self.begin().await?;
+        let existing = sqlx::query_scalar::<_, i64>("SELECT id FROM datasets WHERE name = ?")
+            .bind(new.dataset.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let dataset_id = match existing {
+            Some(id) => id,
+            None => {
+                let id = sqlx::query_scalar::<_, i64>(
+                    "INSERT INTO datasets (name, description, created_by, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+                )
+                .bind(new.dataset.as_str())
+                .bind(new.description.clone().unwrap_or_default())
+                .bind(&actor.0)
+                .bind(now_text())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                append_audit(
+                    &mut tx,
+                    actor,
+                    "dataset.create",
+                    new.dataset.as_str(),
+                    serde_json::json!({}),
+                )
+                .await?;
+                id
+            }
+        };
+        let version = sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM dataset_versions WHERE dataset_id = ?",
+        )
+        .bind(dataset_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO dataset_versions (dataset_id, version, format, digest, size_bytes, rows, target, problem, \
+             profile, source, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(dataset_id)
+        .bind(version)
+        .bind(&new.format)
+        .bind(new.digest.to_string())
+        .bind(new.size_bytes)
+        .bind(new.rows)
+        .bind(&new.target)
+        .bind(&new.problem)
+        .bind(json_text(&new.profile))
+        .bind(&new.source)
+        .bind(&actor.0)
+        .bind(now_text())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        append_audit(
+            &mut tx,
+            actor,
+            "dataset.version.register",
+            &format!("{}:{version}", new.dataset),
+            serde_json::json!({"source": new.source, "digest": new.digest, "rows": new.rows}),
+        )
+        .await?;
+        commit(tx).await?;
+        self.dataset_version(&new.dataset, Some(version)).await
+    }
+
+    async fn list_datasets(&self) -> Result<Vec<Dataset>> {
+        let rows = sqlx::query(
+            "SELECT name, description, created_by, created_at, \
+             (SELECT MAX(version) FROM dataset_versions WHERE dataset_id = datasets.id) FROM datasets ORDER BY name",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Dataset {
+                    name: r.get(0),
+                    description: r.get(1),
+                    created_by: r.get(2),
+                    created_at: parse_ts(r.get(3))?,
+                    latest_version: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    async fn list_dataset_versions(&self, name: &ModelName) -> Result<Vec<DatasetVersion>> {
+        let exists = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM datasets WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db_err)?;
+        if exists == 0 {
+            return Err(Error::not_found(format!("dataset '{name}' not found")));
+        }
+        let sql = format!(
+            "SELECT {DATASET_VERSION_COLUMNS} FROM dataset_versions dv JOIN datasets d ON d.id = dv.dataset_id \
+             WHERE d.name = ? ORDER BY dv.version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(name.as_str())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(dataset_version_from_row).collect()
+    }
+
+    async fn dataset_version(
+        &self,
+        name: &ModelName,
+        version: Option<i64>,
+    ) -> Result<DatasetVersion> {
+        let sql = format!(
+            "SELECT {DATASET_VERSION_COLUMNS} FROM dataset_versions dv JOIN datasets d ON d.id = dv.dataset_id \
+             WHERE d.name = ? AND (? IS NULL OR dv.version = ?) ORDER BY dv.version DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(name.as_str())
+            .bind(version)
+            .bind(version)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| match version {
+                Some(v) => Error::not_found(format!("version {v} of dataset '{name}' not found")),
+                None => Error::not_found(format!("dataset '{name}' not found")),
+            })?;
+        dataset_version_from_row(&row)
     }
 
     async fn list_models(&self) -> Result<Vec<Model>> {
@@ -631,10 +792,14 @@ impl Registry for SqliteRegistry {
     }
 
     async fn referenced_artifacts(&self) -> Result<Vec<(ArtifactKind, Digest)>> {
-        let rows = sqlx::query("SELECT DISTINCT artifact_kind, artifact_digest FROM versions")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
+        // Dataset files are single-file artifacts too: garbage collection must keep them.
+        let rows = sqlx::query(
+            "SELECT DISTINCT artifact_kind, artifact_digest FROM versions \
+             UNION SELECT 'file', digest FROM dataset_versions",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
         rows.iter()
             .map(|r| Ok((ArtifactKind::parse(r.get(0))?, Digest::parse(r.get(1))?)))
             .collect()

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod blobs;
+pub mod datasets;
 pub mod keys;
 pub mod loaded;
 pub mod models;
