@@ -4,7 +4,7 @@
 #![deny(missing_docs)]
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use maas_core::{Format, Task};
 use maas_engine::batch::{BatchPolicy, RunFn, TensorBatcher};
@@ -109,27 +109,106 @@ pub struct TractModel {
     batcher: TensorBatcher,
 }
 
+/// Plans with the batch size fixed: tract runs a graph whose batch dimension is a concrete
+/// number about 3x faster than one planned for any batch (measured on open-nsfw: 96 ms against
+/// 324 ms per image), and planning takes ~0.1 s, so a plan is made per batch size on first use
+/// and the last few are kept.
+struct Plans {
+    typed: TypedModel,
+    /// The symbol every input's first dimension is, if they share one.
+    batch: Option<Symbol>,
+    optimise: bool,
+    recent: Mutex<Vec<(usize, Arc<Plan>)>>,
+    /// The plan for any batch size, for when fixing it fails.
+    any: Arc<Plan>,
+}
+
+/// Plans kept per model.
+const KEPT_PLANS: usize = 6;
+
+impl Plans {
+    fn for_rows(&self, rows: usize) -> Arc<Plan> {
+        let Some(batch) = &self.batch else {
+            return self.any.clone();
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = recent.iter().position(|(n, _)| *n == rows) {
+            let hit = recent.remove(i);
+            let plan = hit.1.clone();
+            recent.insert(0, hit);
+            return plan;
+        }
+        let fixed = self
+            .typed
+            .concretize_dims(&SymbolValues::default().with(batch, rows as i64))
+            .and_then(|m| {
+                if self.optimise {
+                    m.into_optimized()
+                } else {
+                    Ok(m)
+                }
+            })
+            .and_then(|m| m.into_runnable());
+        match fixed {
+            Ok(plan) => {
+                let plan = Arc::new(plan);
+                recent.insert(0, (rows, plan.clone()));
+                recent.truncate(KEPT_PLANS);
+                plan
+            }
+            Err(e) => {
+                tracing::warn!(rows, error = %format!("{e:#}"), "cannot plan for a fixed batch size; using the plan for any size");
+                self.any.clone()
+            }
+        }
+    }
+}
+
+/// The symbol all of `model`'s inputs have as their first dimension, if they share one.
+fn batch_symbol(model: &TypedModel) -> Option<Symbol> {
+    let mut shared: Option<Symbol> = None;
+    for outlet in model.input_outlets().ok()? {
+        let fact = model.outlet_fact(*outlet).ok()?;
+        match fact.shape.iter().next()? {
+            TDim::Sym(s) if shared.as_ref().is_none_or(|x| x == s) => shared = Some(s.clone()),
+            _ => return None,
+        }
+    }
+    shared
+}
+
 impl TractModel {
     /// Loads and plans the graph at `path`; concurrent requests are batched by `policy`.
     pub fn load(path: &Path, policy: BatchPolicy) -> Result<TractModel, EngineError> {
         let model = typed(path)?;
         let (inputs, outputs) = signature_of(&model)?;
-        let (plan, optimizer_error) = match model.clone().into_optimized() {
+        let (any, optimizer_error) = match model.clone().into_optimized() {
             Ok(optimised) => (optimised.into_runnable().map_err(load_err)?, None),
             Err(e) => {
                 let why = format!("{e:#}");
                 tracing::warn!(path = %path.display(), error = %why, "tract's optimiser refused the graph; running the plain plan (slower)");
-                (model.into_runnable().map_err(load_err)?, Some(why))
+                (model.clone().into_runnable().map_err(load_err)?, Some(why))
             }
         };
+        let plans = Arc::new(Plans {
+            batch: batch_symbol(&model),
+            optimise: optimizer_error.is_none(),
+            typed: model,
+            recent: Mutex::default(),
+            any: Arc::new(any),
+        });
+        // The common case is planned now, not on the first request.
+        plans.for_rows(1);
         let signature = Signature {
             inputs,
             outputs,
             optimizer_error,
         };
-        let plan: Arc<Plan> = Arc::new(plan);
         let output_names: Vec<String> = signature.outputs.iter().map(|o| o.name.clone()).collect();
-        let run: Arc<RunFn> = Arc::new(move |inputs: Vec<Named>| run(&plan, &output_names, inputs));
+        let run: Arc<RunFn> = Arc::new(move |inputs: Vec<Named>| {
+            let rows = inputs.first().map(Named::rows).unwrap_or(1);
+            run(&plans.for_rows(rows), &output_names, inputs)
+        });
         let name: String = path
             .file_stem()
             .map(|s| s.to_string_lossy().chars().take(8).collect())

@@ -30,6 +30,15 @@ fn fixed_input(rows: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Equal to float rounding: tract plans each batch size separately, and a different kernel
+/// choice moves the last bits (measured: ~1e-7 on these probabilities).
+fn close(a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= 1e-6, "{a:?} vs {b:?}");
+    }
+}
+
 fn floats(v: &Value) -> Vec<f32> {
     let mut out = vec![];
     fn walk(v: &Value, out: &mut Vec<f32>) {
@@ -173,7 +182,9 @@ async fn metadata_and_infer_match_the_graph_onnxruntime_and_tract() {
     )
     .await;
     assert_eq!(status, 200, "{out}");
-    assert_eq!(floats(&out["outputs"][0]["data"]), served[..2].to_vec());
+    // Run alone, the first image matches its run in a pair to float rounding (tract plans each
+    // batch size separately and may pick different kernels).
+    close(&floats(&out["outputs"][0]["data"]), &served[..2]);
     assert!(out.get("id").is_none());
 }
 
@@ -287,10 +298,10 @@ async fn batched_and_unbatched_results_are_identical() {
             .await;
     for (i, (status, out)) in together.into_iter().enumerate() {
         assert_eq!(status, 200, "{out}");
-        assert_eq!(floats(&out["outputs"][0]["data"]), alone[i], "request {i}");
+        close(&floats(&out["outputs"][0]["data"]), &alone[i]);
     }
-    // The inputs differ, and so do the answers: the comparison above means something.
-    assert_ne!(alone[0], alone[5]);
+    // The inputs differ, and so do the answers, by far more than the tolerance.
+    assert!((alone[0][0] - alone[5][0]).abs() > 1e-4, "{alone:?}");
 }
 
 #[tokio::test]
