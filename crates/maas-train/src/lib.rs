@@ -6,3 +6,4 @@
 pub mod dataset;
 pub mod metrics;
 pub mod prep;
+pub mod train;

@@ -215,6 +215,11 @@ pub struct Pipeline {
     pub target: String,
     /// Class names (classification), index = label.
     pub classes: Option<Vec<String>>,
+    /// Regression: the target's training mean and standard deviation. The network learns
+    /// `(y - mean) / std`, so one learning rate suits targets of any scale; predictions are
+    /// mapped back with [`Pipeline::unscale`].
+    #[serde(default)]
+    pub target_scale: Option<(f64, f64)>,
 }
 
 fn column_index(table: &Table, name: &str) -> Result<usize> {
@@ -348,11 +353,35 @@ impl Pipeline {
             }
             crate::dataset::Problem::Regression => None,
         };
+        let target_scale = match &classes {
+            Some(_) => None,
+            None => {
+                let t = column_index(table, &profile.target)?;
+                let ys: Vec<f64> = train
+                    .iter()
+                    .filter_map(|r| table.rows[*r][t].as_deref())
+                    .filter_map(|v| v.trim().parse::<f64>().ok())
+                    .collect();
+                let n = ys.len().max(1) as f64;
+                let mean = ys.iter().sum::<f64>() / n;
+                let std = (ys.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / n).sqrt();
+                Some((mean, if std > 0.0 { std } else { 1.0 }))
+            }
+        };
         Ok(Pipeline {
             features,
             target: profile.target.clone(),
             classes,
+            target_scale,
         })
+    }
+
+    /// A regression prediction in the target's own units.
+    pub fn unscale(&self, y: f32) -> f32 {
+        match self.target_scale {
+            Some((mean, std)) => (f64::from(y) * std + mean) as f32,
+            None => y,
+        }
     }
 
     /// Length of the input vector.
@@ -406,7 +435,7 @@ impl Pipeline {
     }
 
     /// Inputs and targets of `rows` of `table`: the flat row-major input matrix, and the class
-    /// index (classification) or value (regression) of each row.
+    /// index (classification) or scaled value (regression) of each row.
     pub fn matrix(&self, table: &Table, rows: &[usize]) -> Result<(Vec<f32>, Vec<f32>)> {
         let index: BTreeMap<&str, usize> = table
             .columns
@@ -431,9 +460,13 @@ impl Pipeline {
                 .ok_or_else(|| Error::invalid(format!("line {}: the target is missing", r + 2)))?;
             y.push(match &self.classes {
                 Some(classes) => classes.iter().position(|c| c == target).unwrap_or(0) as f32,
-                None => target.trim().parse::<f32>().map_err(|_| {
-                    Error::invalid(format!("line {}: target '{target}' is not a number", r + 2))
-                })?,
+                None => {
+                    let y = target.trim().parse::<f64>().map_err(|_| {
+                        Error::invalid(format!("line {}: target '{target}' is not a number", r + 2))
+                    })?;
+                    let (mean, std) = self.target_scale.unwrap_or((0.0, 1.0));
+                    ((y - mean) / std) as f32
+                }
             });
         }
         Ok((x, y))
