@@ -230,6 +230,14 @@ fn column_index(table: &Table, name: &str) -> Result<usize> {
         .ok_or_else(|| Error::invalid(format!("the data has no column '{name}'")))
 }
 
+/// The distinct values of column `col`, sorted: the class names, index = label.
+pub fn classes(table: &Table, col: usize) -> Vec<String> {
+    let mut classes: Vec<String> = table.rows.iter().filter_map(|r| r[col].clone()).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    classes
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
@@ -344,12 +352,7 @@ impl Pipeline {
         }
         let classes = match profile.problem {
             crate::dataset::Problem::Classification => {
-                let t = column_index(table, &profile.target)?;
-                let mut classes: Vec<String> =
-                    table.rows.iter().filter_map(|r| r[t].clone()).collect();
-                classes.sort_unstable();
-                classes.dedup();
-                Some(classes)
+                Some(classes(table, column_index(table, &profile.target)?))
             }
             crate::dataset::Problem::Regression => None,
         };

@@ -546,13 +546,7 @@ pub fn fit(
         .ok_or_else(|| bad(format!("the data has no column '{}'", profile.target)))?;
     let labels: Option<(Vec<usize>, Vec<String>)> = match profile.problem {
         Problem::Classification => {
-            let mut classes: Vec<String> = table
-                .rows
-                .iter()
-                .filter_map(|r| r[target].clone())
-                .collect();
-            classes.sort_unstable();
-            classes.dedup();
+            let classes = prep::classes(&table, target);
             let idx = table
                 .rows
                 .iter()
