@@ -263,7 +263,7 @@ async fn infer(
     // A body that cannot be read (413 when too large), in the protocol's error shape.
     let body = body.map_err(|e| V2Error(e.status(), e.body_text()))?;
     let (version, task) = resolve(&state, &who, &path.name, path.version.as_deref()).await?;
-    signature(&version)?;
+    let known_outputs = signature(&version)?["outputs"].clone();
     let (head, binary) = split_body(&headers, &body)?;
     let request: InferRequest = serde_json::from_slice(head)
         .map_err(|e| V2Error::invalid(format!("the inference request is not valid: {e}")))?;
@@ -277,10 +277,7 @@ async fn infer(
     let wanted: Option<Vec<(String, bool)>> = match &request.outputs {
         None => None,
         Some(list) => {
-            let known = signature(&version)?["outputs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let known = known_outputs.as_array().cloned().unwrap_or_default();
             let mut out = vec![];
             for o in list {
                 if !known.iter().any(|k| k["name"] == o.name.as_str()) {
