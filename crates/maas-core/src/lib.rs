@@ -15,8 +15,9 @@ mod names;
 pub use digest::Digest;
 pub use entities::{
     check_relative_path, Alias, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Dataset,
-    DatasetVersion, FileEntry, Manifest, Model, ModelVersion, NewDatasetVersion, NewVersion,
+    DatasetVersion, FileEntry, Manifest, Model, ModelVersion, NewDatasetVersion, NewRun,
+    NewVersion, Run, RunUpdate,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use kinds::{Format, Role, Task};
+pub use kinds::{Format, Role, RunState, Task};
 pub use names::{AliasName, ModelName, ModelRef, VersionSelector};

@@ -193,6 +193,9 @@ fn inspect(staged: &Staged, format: Format) -> Result<(Value, Option<Task>)> {
             };
             Ok((json!({"config": config_summary(&config)}), task))
         }
+        Format::Maas => Err(Error::invalid(
+            "models in maas's own format are registered by training runs (maas train), not pulled",
+        )),
     }
 }
 

@@ -111,6 +111,7 @@ impl ModelCache {
             Arc::new(maas_engine_llama::LlamaEngine::default()),
             #[cfg(feature = "tract")]
             Arc::new(maas_engine_tract::TractEngine),
+            Arc::new(maas_train::model::TrainedEngine),
         ];
         Self {
             engines,

@@ -48,6 +48,23 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// The kind of error a status stands for (the inverse of [`status_of`]).
+pub fn kind_of(status: StatusCode) -> ErrorKind {
+    [
+        ErrorKind::InvalidInput,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::Overloaded,
+        ErrorKind::Upstream,
+    ]
+    .into_iter()
+    .find(|k| status_of(*k) == status)
+    .unwrap_or(ErrorKind::Internal)
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {

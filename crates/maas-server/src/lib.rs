@@ -5,9 +5,10 @@
 //! key, binds and runs until SIGTERM or Ctrl-C.
 //!
 //! Routes: OpenAI-compatible `/v1/models`, `/v1/chat/completions`, `/v1/completions` and
-//! `/v1/embeddings`; image classification at `/v1/images/classify`;
+//! `/v1/embeddings`; image classification at `/v1/images/classify`; predictions from raw rows
+//! at `/v1/predict/{model}`;
 //! the management API under `/api/v1` (models, versions, aliases, tags, pulls and jobs,
-//! blobs, keys, audit); the Open Inference Protocol v2 under `/v2` (health, metadata, infer with
+//! blobs, keys, audit, datasets, training runs with their event streams); the Open Inference Protocol v2 under `/v2` (health, metadata, infer with
 //! JSON or binary tensors, model repository); and the OpenAPI
 //! document at `/openapi.json`, generated from the handlers. Every route but health needs
 //! `Authorization: Bearer KEY`. Errors are `{"error":{"code","message"}}`.
@@ -20,7 +21,9 @@ mod error;
 mod images;
 mod jobs;
 mod openai;
+mod predict;
 mod pull;
+mod runs;
 mod serve;
 mod serving;
 mod state;
@@ -58,7 +61,7 @@ pub const MAX_JSON_BYTES: usize = 1 << 20;
     info(title = "maas", description = "Model-as-a-Service: registry, artifacts, keys and audit."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "models"), (name = "pulls"), (name = "blobs"), (name = "keys"), (name = "audit"), (name = "serving"), (name = "datasets"))
+    tags((name = "models"), (name = "pulls"), (name = "blobs"), (name = "keys"), (name = "audit"), (name = "serving"), (name = "datasets"), (name = "runs"))
 )]
 struct ApiDoc;
 
@@ -111,6 +114,8 @@ pub fn app(state: AppState) -> Router {
         .merge(api::keys::router())
         .merge(api::audit::router())
         .merge(api::loaded::router())
+        .merge(api::runs::router())
+        .merge(api::evaluations::router())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         // Blobs stream to the store with their own size limit.
         .merge(api::blobs::router().layer(DefaultBodyLimit::disable()))
@@ -126,6 +131,7 @@ pub fn app(state: AppState) -> Router {
         .merge(openai::router().layer(DefaultBodyLimit::max(MAX_JSON_BYTES * 4)))
         .merge(v2::router())
         .merge(images::router())
+        .merge(predict::router().layer(DefaultBodyLimit::max(MAX_JSON_BYTES * 16)))
         .route("/openapi.json", openapi)
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))

@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub hf_endpoint: String,
     /// Token for the hub.
     pub hf_token: Option<String>,
+    /// Training runs at once (more wait, queued).
+    pub train_workers: usize,
     /// Loaded-model cache settings.
     pub cache: crate::CacheConfig,
 }
@@ -71,6 +73,7 @@ pub async fn open_state(config: &ServeConfig) -> anyhow::Result<(AppState, Sqlit
             config.hf_token.clone(),
         )?),
         jobs: Jobs::new(config.job_concurrency),
+        runs: crate::runs::Runs::new(config.train_workers, config.data_dir.join("runs")),
         staging_dir,
         max_blob_bytes: config.max_blob_bytes,
     };
@@ -95,6 +98,13 @@ async fn recover(
         .await?;
     if removed > 0 {
         tracing::info!(removed, "removed artifacts that no version refers to");
+    }
+    let interrupted = registry.interrupt_runs().await?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "training runs were cut off by the last stop; resume them with `maas train --resume ID`"
+        );
     }
     Ok(())
 }
@@ -176,9 +186,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         )?;
         out.flush()?;
     }
+    let runs = state.runs.clone();
     axum::serve(listener, crate::app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Training stops after its current epoch and stays resumable.
+    runs.interrupt_all(std::time::Duration::from_secs(30)).await;
     registry.close().await;
     drop(lock);
     Ok(())

@@ -22,6 +22,8 @@ pub struct AppState {
     pub staging_dir: PathBuf,
     /// Largest single uploaded blob.
     pub max_blob_bytes: u64,
+    /// Training runs in progress.
+    pub runs: crate::runs::Runs,
     /// Loaded models.
     pub models: Arc<ModelCache>,
 }

@@ -3,8 +3,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use maas_core::{
     Alias, AliasName, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Dataset, DatasetVersion,
-    Digest, Model, ModelName, ModelRef, ModelVersion, NewDatasetVersion, NewVersion, Result, Role,
-    Task,
+    Digest, Model, ModelName, ModelRef, ModelVersion, NewDatasetVersion, NewRun, NewVersion,
+    Result, Role, Run, RunUpdate, Task,
 };
 use time::OffsetDateTime;
 
@@ -76,6 +76,16 @@ pub trait Registry: Send + Sync + 'static {
         name: &ModelName,
         version: Option<i64>,
     ) -> Result<DatasetVersion>;
+    /// Records a new queued training run.
+    async fn create_run(&self, new: NewRun, actor: &Actor) -> Result<Run>;
+    /// Writes a run's progress; a change to a final state (or to running) is audited.
+    async fn update_run(&self, id: &str, update: RunUpdate, actor: &Actor) -> Result<Run>;
+    /// One run; 404 if unknown.
+    async fn get_run(&self, id: &str) -> Result<Run>;
+    /// Runs, newest first, at most `limit`.
+    async fn list_runs(&self, limit: i64) -> Result<Vec<Run>>;
+    /// Marks runs a previous process left queued or running as interrupted; returns how many.
+    async fn interrupt_runs(&self) -> Result<u64>;
     /// All models, by name.
     async fn list_models(&self) -> Result<Vec<Model>>;
     /// One model.
@@ -106,6 +116,15 @@ pub trait Registry: Send + Sync + 'static {
         tags: &BTreeMap<String, String>,
         actor: &Actor,
     ) -> Result<()>;
+    /// Appends an evaluation to a version's metrics (`metrics.evaluations`, oldest first). The
+    /// version's artifact and lineage stay as they were; the change is audited.
+    async fn add_evaluation(
+        &self,
+        name: &ModelName,
+        version: i64,
+        evaluation: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<ModelVersion>;
     /// Every artifact digest a version refers to (for garbage collection).
     async fn referenced_artifacts(&self) -> Result<Vec<(ArtifactKind, Digest)>>;
 

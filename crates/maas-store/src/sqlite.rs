@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use maas_core::{
     Alias, AliasName, ApiKeyInfo, ArtifactKind, AuditEntry, AuditVerdict, Dataset, DatasetVersion,
-    Digest, Error, Format, Model, ModelName, ModelRef, ModelVersion, NewDatasetVersion, NewVersion,
-    Result, Role, Task, VersionSelector,
+    Digest, Error, Format, Model, ModelName, ModelRef, ModelVersion, NewDatasetVersion, NewRun,
+    NewVersion, Result, Role, Run, RunState, RunUpdate, Task, VersionSelector,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -243,6 +243,32 @@ fn dataset_version_from_row(row: &SqliteRow) -> Result<DatasetVersion> {
         source: row.get(9),
         created_by: row.get(10),
         created_at: parse_ts(row.get(11))?,
+    })
+}
+
+const RUN_COLUMNS: &str =
+    "id, dataset, dataset_version, model, spec, state, epochs_done, epochs_total, \
+     history, result, error, created_by, created_at, started_at, finished_at";
+
+fn run_from_row(row: &SqliteRow) -> Result<Run> {
+    let state: String = row.get(5);
+    let result: Option<String> = row.get(9);
+    Ok(Run {
+        id: row.get(0),
+        dataset: row.get(1),
+        dataset_version: row.get(2),
+        model: row.get(3),
+        spec: parse_json(row.get(4)),
+        state: RunState::from_str(&state)?,
+        epochs_done: row.get(6),
+        epochs_total: row.get(7),
+        history: parse_json(row.get(8)),
+        result: result.as_deref().map(parse_json),
+        error: row.get(10),
+        created_by: row.get(11),
+        created_at: parse_ts(row.get(12))?,
+        started_at: parse_opt_ts(row.get(13))?,
+        finished_at: parse_opt_ts(row.get(14))?,
     })
 }
 
@@ -571,6 +597,124 @@ impl Registry for SqliteRegistry {
         dataset_version_from_row(&row)
     }
 
+    async fn create_run(&self, new: NewRun, actor: &Actor) -> Result<Run> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, dataset, dataset_version, model, spec, state, epochs_total, created_by, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&new.id)
+        .bind(new.dataset.as_str())
+        .bind(new.dataset_version)
+        .bind(new.model.as_str())
+        .bind(json_text(&new.spec))
+        .bind(RunState::Queued.as_str())
+        .bind(new.epochs_total)
+        .bind(&actor.0)
+        .bind(now_text())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        append_audit(
+            &mut tx,
+            actor,
+            "run.create",
+            &new.id,
+            serde_json::json!({"dataset": format!("{}:{}", new.dataset, new.dataset_version), "model": new.model.as_str()}),
+        )
+        .await?;
+        commit(tx).await?;
+        self.get_run(&new.id).await
+    }
+
+    async fn update_run(&self, id: &str, update: RunUpdate, actor: &Actor) -> Result<Run> {
+        let mut tx = self.begin().await?;
+        let before: Option<String> = sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let before = before.ok_or_else(|| Error::not_found(format!("run '{id}' not found")))?;
+        let now = now_text();
+        sqlx::query(
+            "UPDATE runs SET state = ?, epochs_done = ?, history = ?, result = ?, error = ?, \
+             started_at = CASE WHEN ? THEN ? ELSE started_at END, \
+             finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
+        )
+        .bind(update.state.as_str())
+        .bind(update.epochs_done)
+        .bind(update.history.to_string())
+        .bind(update.result.as_ref().map(|r| r.to_string()))
+        .bind(&update.error)
+        .bind(update.state == RunState::Running && before != RunState::Running.as_str())
+        .bind(&now)
+        .bind(update.state.is_final())
+        .bind(&now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if before != update.state.as_str() {
+            append_audit(
+                &mut tx,
+                actor,
+                &format!("run.{}", update.state),
+                id,
+                serde_json::json!({"epochs_done": update.epochs_done, "error": update.error, "result": update.result}),
+            )
+            .await?;
+        }
+        commit(tx).await?;
+        self.get_run(id).await
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Run> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| Error::not_found(format!("run '{id}' not found")))?;
+        run_from_row(&row)
+    }
+
+    async fn list_runs(&self, limit: i64) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, id LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn interrupt_runs(&self) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM runs WHERE state IN ('queued', 'running')")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        for id in &ids {
+            sqlx::query("UPDATE runs SET state = 'interrupted' WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            append_audit(
+                &mut tx,
+                &Actor::system(),
+                "run.interrupted",
+                id,
+                serde_json::json!({}),
+            )
+            .await?;
+        }
+        commit(tx).await?;
+        Ok(ids.len() as u64)
+    }
+
     async fn list_models(&self) -> Result<Vec<Model>> {
         let rows = sqlx::query(
             "SELECT id, name, task, description, created_by, created_at, \
@@ -789,6 +933,52 @@ impl Registry for SqliteRegistry {
         )
         .await?;
         commit(tx).await
+    }
+
+    async fn add_evaluation(
+        &self,
+        name: &ModelName,
+        version: i64,
+        evaluation: serde_json::Value,
+        actor: &Actor,
+    ) -> Result<ModelVersion> {
+        let mut tx = self.begin().await?;
+        let model_id = model_id_in(&mut tx, name).await?;
+        let version_id = version_id_in(&mut tx, model_id, name, version).await?;
+        let metrics: String = sqlx::query_scalar("SELECT metrics FROM versions WHERE id = ?")
+            .bind(version_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let mut metrics = match parse_json(&metrics) {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        let list = metrics
+            .entry("evaluations")
+            .or_insert_with(|| serde_json::json!([]));
+        if !list.is_array() {
+            *list = serde_json::json!([]);
+        }
+        if let Some(list) = list.as_array_mut() {
+            list.push(evaluation.clone());
+        }
+        sqlx::query("UPDATE versions SET metrics = ? WHERE id = ?")
+            .bind(serde_json::Value::Object(metrics).to_string())
+            .bind(version_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        append_audit(
+            &mut tx,
+            actor,
+            "version.evaluate",
+            &format!("{name}:{version}"),
+            serde_json::json!({"dataset": evaluation["dataset"], "rows": evaluation["rows"]}),
+        )
+        .await?;
+        commit(tx).await?;
+        self.version_by_number(name, version).await
     }
 
     async fn referenced_artifacts(&self) -> Result<Vec<(ArtifactKind, Digest)>> {

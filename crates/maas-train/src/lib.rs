@@ -5,5 +5,7 @@
 
 pub mod dataset;
 pub mod metrics;
+pub mod model;
 pub mod prep;
 pub mod train;
+pub mod weights;

@@ -4,7 +4,7 @@
 //! min-max scaled; plus the deterministic train/validation/test split (stratified for
 //! classification).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use maas_core::{Error, Result};
 use rand::seq::SliceRandom;
@@ -194,6 +194,13 @@ pub enum Feature {
         /// Divided by.
         scale: f64,
     },
+    /// A text column's embedding from a pretrained encoder model, as is (the encoder normalises).
+    Embedding {
+        /// Column name.
+        column: String,
+        /// Length of the vector.
+        dims: usize,
+    },
     /// One 0/1 input per category seen in training; an unseen category is all zeros.
     OneHot {
         /// Column name.
@@ -203,6 +210,32 @@ pub enum Feature {
         /// Value used when missing (None: a missing value is an error).
         fill: Option<String>,
     },
+}
+
+/// One cell of a row to encode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Absent or null: filled as the pipeline was fitted to, or refused.
+    Missing,
+    /// A number.
+    Number(f64),
+    /// Text: a category, or a number still to parse.
+    Text(String),
+    /// A text column's embedding.
+    Vector(Vec<f32>),
+}
+
+/// Embeddings of text columns, by column and then by text: what an encoder model made of each
+/// distinct text before training.
+pub type Encoded = BTreeMap<String, HashMap<String, Vec<f32>>>;
+
+/// A number as a category name: integers without a fraction (`3`, not `3.0`).
+fn number_text(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        x.to_string()
+    }
 }
 
 /// The fitted transform from a row of cells to the model's input vector. Serialised with the
@@ -274,12 +307,37 @@ impl Pipeline {
         train: &[usize],
         spec: &PrepSpec,
     ) -> Result<Pipeline> {
+        Self::fit_encoded(table, profile, train, spec, &Encoded::new())
+    }
+
+    /// As [`Pipeline::fit`], and text columns with embeddings in `encoded` become
+    /// [`Feature::Embedding`] inputs.
+    pub fn fit_encoded(
+        table: &Table,
+        profile: &Profile,
+        train: &[usize],
+        spec: &PrepSpec,
+        encoded: &Encoded,
+    ) -> Result<Pipeline> {
         if train.is_empty() {
             return Err(Error::invalid("no rows left to train on"));
         }
         let mut features = vec![];
         for col in &profile.columns {
-            if col.name == profile.target || col.kind == Kind::Text {
+            if col.name == profile.target {
+                continue;
+            }
+            if col.kind == Kind::Text {
+                if let Some(dims) = encoded
+                    .get(&col.name)
+                    .and_then(|m| m.values().next())
+                    .map(Vec::len)
+                {
+                    features.push(Feature::Embedding {
+                        column: col.name.clone(),
+                        dims,
+                    });
+                }
                 continue;
             }
             let i = column_index(table, &col.name)?;
@@ -394,12 +452,18 @@ impl Pipeline {
             .map(|f| match f {
                 Feature::Numeric { .. } => 1,
                 Feature::OneHot { categories, .. } => categories.len(),
+                Feature::Embedding { dims, .. } => *dims,
             })
             .sum()
     }
 
-    /// The input vector of one row, cells looked up by column name.
+    /// The input vector of one row, cells (text as read from a file) looked up by column name.
     pub fn transform(&self, cell: &dyn Fn(&str) -> Option<String>) -> Result<Vec<f32>> {
+        self.encode(&|column| cell(column).map_or(Value::Missing, Value::Text))
+    }
+
+    /// The input vector of one row whose cells may be numbers already (a served request).
+    pub fn encode(&self, cell: &dyn Fn(&str) -> Value) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(self.width());
         for f in &self.features {
             match f {
@@ -410,13 +474,24 @@ impl Pipeline {
                     scale,
                 } => {
                     let x = match cell(column) {
-                        Some(v) => v.trim().parse::<f64>().map_err(|_| {
+                        Value::Number(x) => x,
+                        Value::Vector(_) => {
+                            return Err(Error::invalid(format!(
+                                "column '{column}' must be a number, got a vector"
+                            )))
+                        }
+                        Value::Text(v) => v.trim().parse::<f64>().map_err(|_| {
                             Error::invalid(format!("column '{column}' must be a number, got '{v}'"))
                         })?,
-                        None => fill.ok_or_else(|| {
+                        Value::Missing => fill.ok_or_else(|| {
                             Error::invalid(format!("column '{column}' is missing"))
                         })?,
                     };
+                    if !x.is_finite() {
+                        return Err(Error::invalid(format!(
+                            "column '{column}' must be a finite number, got {x}"
+                        )));
+                    }
                     out.push(((x - shift) / scale) as f32);
                 }
                 Feature::OneHot {
@@ -425,13 +500,36 @@ impl Pipeline {
                     fill,
                 } => {
                     let v = match cell(column) {
-                        Some(v) => v,
-                        None => fill.clone().ok_or_else(|| {
+                        Value::Text(v) => v,
+                        Value::Number(x) => number_text(x),
+                        Value::Vector(_) => {
+                            return Err(Error::invalid(format!(
+                                "column '{column}' must be a category, got a vector"
+                            )))
+                        }
+                        Value::Missing => fill.clone().ok_or_else(|| {
                             Error::invalid(format!("column '{column}' is missing"))
                         })?,
                     };
                     out.extend(categories.iter().map(|c| if *c == v { 1.0 } else { 0.0 }));
                 }
+                Feature::Embedding { column, dims } => match cell(column) {
+                    Value::Vector(v) if v.len() == *dims => out.extend(v),
+                    Value::Vector(v) => {
+                        return Err(Error::invalid(format!(
+                            "column '{column}' must embed to {dims} values, got {}",
+                            v.len()
+                        )))
+                    }
+                    Value::Missing => {
+                        return Err(Error::invalid(format!("column '{column}' is missing")))
+                    }
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "column '{column}' is text for the model's encoder; it was not encoded"
+                        )))
+                    }
+                },
             }
         }
         Ok(out)
@@ -440,6 +538,16 @@ impl Pipeline {
     /// Inputs and targets of `rows` of `table`: the flat row-major input matrix, and the class
     /// index (classification) or scaled value (regression) of each row.
     pub fn matrix(&self, table: &Table, rows: &[usize]) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.matrix_encoded(table, rows, &Encoded::new())
+    }
+
+    /// As [`Pipeline::matrix`], with the embeddings of text columns taken from `encoded`.
+    pub fn matrix_encoded(
+        &self,
+        table: &Table,
+        rows: &[usize],
+        encoded: &Encoded,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let index: BTreeMap<&str, usize> = table
             .columns
             .iter()
@@ -453,9 +561,17 @@ impl Pipeline {
         let mut y = Vec::with_capacity(rows.len());
         for &r in rows {
             let row = &table.rows[r];
-            let cell = |name: &str| index.get(name).and_then(|i| row[*i].clone());
+            let cell = |name: &str| {
+                let Some(text) = index.get(name).and_then(|i| row[*i].clone()) else {
+                    return Value::Missing;
+                };
+                match encoded.get(name).and_then(|m| m.get(&text)) {
+                    Some(v) => Value::Vector(v.clone()),
+                    None => Value::Text(text),
+                }
+            };
             x.extend(
-                self.transform(&cell)
+                self.encode(&cell)
                     .map_err(|e| Error::invalid(format!("line {}: {}", r + 2, e.message)))?,
             );
             let target = row[t]

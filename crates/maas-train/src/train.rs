@@ -4,7 +4,6 @@
 //! batch order, dropout masks) comes from the run's seed, so a run is reproducible.
 
 use candle_core::{Device, Tensor, Var};
-use candle_nn::Optimizer;
 use maas_core::{Error, Result};
 use rand::distributions::{Distribution, Uniform};
 use rand::seq::SliceRandom;
@@ -14,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{Problem, Profile, Table};
 use crate::metrics;
 use crate::prep::{self, Pipeline, PrepSpec};
+use crate::weights::{self, Named};
+use std::collections::HashMap;
 
 /// The network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +120,10 @@ pub struct TrainSpec {
     /// Cleaning, split and feature transform.
     #[serde(default)]
     pub prep: PrepSpec,
+    /// An embedding model (`NAME`, `NAME:VERSION`) that encodes the dataset's text columns; an
+    /// MLP head is trained on its vectors (the encoder stays frozen).
+    #[serde(default)]
+    pub encoder: Option<String>,
 }
 
 fn default_mlp() -> MlpSpec {
@@ -146,6 +151,7 @@ impl Default for TrainSpec {
             schedule: Schedule::Constant,
             patience: None,
             prep: PrepSpec::default(),
+            encoder: None,
         }
     }
 }
@@ -171,6 +177,11 @@ enum Loss {
 }
 
 impl TrainSpec {
+    /// Checks the spec against the problem it will train on; the error names the setting.
+    pub fn validate(&self, problem: Problem) -> Result<()> {
+        self.check(problem).map(|_| ())
+    }
+
     fn check(&self, problem: Problem) -> Result<(Activation, Loss)> {
         let activation = match self.mlp.activation.as_str() {
             "relu" => Activation::Relu,
@@ -392,9 +403,51 @@ impl Sgd {
     }
 }
 
+/// Adam with L2 weight decay, or AdamW with decoupled decay, as PyTorch defines them.
+/// Written here (not candle-nn's) so its moments can be checkpointed and restored.
+struct Adam {
+    vars: Vec<Var>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    step: usize,
+    lr: f64,
+    weight_decay: f64,
+    decoupled: bool,
+}
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+impl Adam {
+    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
+        self.step += 1;
+        let t = self.step as i32;
+        let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
+        for ((var, m), v) in self.vars.iter().zip(&mut self.m).zip(&mut self.v) {
+            let Some(g) = grads.get(var) else { continue };
+            let theta = var.as_tensor();
+            let mut g = g.clone();
+            if !self.decoupled && self.weight_decay != 0.0 {
+                g = (g + (theta * self.weight_decay)?)?;
+            }
+            *m = ((&*m * BETA1)? + (&g * (1.0 - BETA1))?)?;
+            *v = ((&*v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + EPS)?)?;
+            let decayed = if self.decoupled && self.weight_decay != 0.0 {
+                (theta * (1.0 - self.lr * self.weight_decay))?
+            } else {
+                theta.clone()
+            };
+            var.set(&(decayed - (update * self.lr)?)?)?;
+        }
+        Ok(())
+    }
+}
+
 enum Opt {
     Sgd(Sgd),
-    AdamW(candle_nn::AdamW),
+    Adam(Adam),
 }
 
 impl Opt {
@@ -407,26 +460,29 @@ impl Opt {
                 momentum: spec.momentum,
                 weight_decay: spec.weight_decay,
             }),
-            // Adam's L2 decay and AdamW's decoupled decay differ; candle-nn implements the
-            // decoupled form, which is what both names get here when weight_decay is set.
-            _ => Opt::AdamW(
-                candle_nn::AdamW::new(
+            kind => {
+                let zeros = vars
+                    .iter()
+                    .map(|v| v.as_tensor().zeros_like())
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .map_err(candle_err)?;
+                Opt::Adam(Adam {
+                    m: zeros.clone(),
+                    v: zeros,
                     vars,
-                    candle_nn::ParamsAdamW {
-                        lr: spec.lr,
-                        weight_decay: spec.weight_decay,
-                        ..Default::default()
-                    },
-                )
-                .map_err(candle_err)?,
-            ),
+                    step: 0,
+                    lr: spec.lr,
+                    weight_decay: spec.weight_decay,
+                    decoupled: kind == "adamw",
+                })
+            }
         })
     }
 
     fn set_lr(&mut self, lr: f64) {
         match self {
             Opt::Sgd(s) => s.lr = lr,
-            Opt::AdamW(a) => a.set_learning_rate(lr),
+            Opt::Adam(a) => a.lr = lr,
         }
     }
 
@@ -434,13 +490,73 @@ impl Opt {
         let grads = loss.backward()?;
         match self {
             Opt::Sgd(s) => s.step(&grads),
-            Opt::AdamW(a) => a.step(&grads),
+            Opt::Adam(a) => a.step(&grads),
         }
+    }
+
+    /// The optimiser's state as named tensors, and its step count.
+    fn state(&self) -> Result<(Vec<Named>, usize)> {
+        let named = |prefix: &str, i: usize, t: &Tensor| -> Result<Named> {
+            Ok(Named {
+                name: format!("opt.{prefix}.{i}"),
+                shape: t.dims().to_vec(),
+                data: t
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1())
+                    .map_err(candle_err)?,
+            })
+        };
+        match self {
+            Opt::Sgd(s) => Ok((
+                s.velocity
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.as_ref().map(|v| named("velocity", i, v)))
+                    .collect::<Result<_>>()?,
+                0,
+            )),
+            Opt::Adam(a) => {
+                let mut out = vec![];
+                for (i, (m, v)) in a.m.iter().zip(&a.v).enumerate() {
+                    out.push(named("m", i, m)?);
+                    out.push(named("v", i, v)?);
+                }
+                Ok((out, a.step))
+            }
+        }
+    }
+
+    /// Puts back what [`Opt::state`] saved.
+    fn restore(&mut self, tensors: &mut HashMap<String, Named>, step: usize) -> Result<()> {
+        let load = |tensors: &mut HashMap<String, Named>, name: String, like: &Var| {
+            let shape = like.as_tensor().dims().to_vec();
+            let data = weights::take(tensors, &name, &shape)?;
+            Tensor::from_vec(data, shape, &Device::Cpu).map_err(candle_err)
+        };
+        match self {
+            Opt::Sgd(s) => {
+                for (i, (var, v)) in s.vars.iter().zip(&mut s.velocity).enumerate() {
+                    let name = format!("opt.velocity.{i}");
+                    *v = match tensors.contains_key(&name) {
+                        true => Some(load(tensors, name, var)?),
+                        false => None,
+                    };
+                }
+            }
+            Opt::Adam(a) => {
+                for (i, var) in a.vars.iter().enumerate() {
+                    a.m[i] = load(tensors, format!("opt.m.{i}"), var)?;
+                    a.v[i] = load(tensors, format!("opt.v.{i}"), var)?;
+                }
+                a.step = step;
+            }
+        }
+        Ok(())
     }
 }
 
 /// One epoch's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
     /// From 1.
     pub epoch: usize,
@@ -450,8 +566,8 @@ pub struct EpochStats {
     pub train_loss: f64,
     /// Validation loss (NaN-free; equal to the train loss when there is no validation split).
     pub val_loss: f64,
-    /// Validation accuracy (classification) or R² (regression).
-    pub val_score: f64,
+    /// Validation accuracy (classification) or R² (regression); absent without a validation split.
+    pub val_score: Option<f64>,
 }
 
 /// What a finished run produced.
@@ -504,16 +620,7 @@ fn predict(mlp: &Mlp, x: &Tensor, loss: Loss) -> Result<(Vec<f32>, Option<Vec<f6
         Loss::CrossEntropy => {
             let probs = candle_nn::ops::softmax(&out, 1).map_err(candle_err)?;
             let rows: Vec<Vec<f32>> = probs.to_vec2().map_err(candle_err)?;
-            let labels = rows
-                .iter()
-                .map(|r| {
-                    r.iter()
-                        .enumerate()
-                        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-                        .map(|(i, _)| i as f32)
-                        .unwrap_or(0.0)
-                })
-                .collect();
+            let labels = rows.iter().map(|r| argmax(r) as f32).collect();
             let positive = rows
                 .iter()
                 .map(|r| f64::from(*r.get(1).unwrap_or(&0.0)))
@@ -529,90 +636,193 @@ fn predict(mlp: &Mlp, x: &Tensor, loss: Loss) -> Result<(Vec<f32>, Option<Vec<f6
     }
 }
 
-/// Cleans, splits, fits the transform, trains and evaluates on the test split.
-/// `on_epoch` sees each epoch's figures and returns false to stop the run (cancel).
-pub fn fit(
-    table: &Table,
-    profile: &Profile,
-    spec: &TrainSpec,
-    on_epoch: &mut dyn FnMut(&EpochStats) -> bool,
-) -> Result<Outcome> {
-    let (activation, loss) = spec.check(profile.problem)?;
-    let (table, cleaned) = prep::clean(table, &spec.prep);
-    let target = table
-        .columns
-        .iter()
-        .position(|c| *c == profile.target)
-        .ok_or_else(|| bad(format!("the data has no column '{}'", profile.target)))?;
-    let labels: Option<(Vec<usize>, Vec<String>)> = match profile.problem {
-        Problem::Classification => {
-            let classes = prep::classes(&table, target);
-            let idx = table
-                .rows
-                .iter()
-                .map(|r| {
-                    r[target]
-                        .as_ref()
-                        .and_then(|v| classes.iter().position(|c| c == v))
-                        .unwrap_or(0)
-                })
-                .collect();
-            Some((idx, classes))
-        }
-        Problem::Regression => None,
-    };
-    let split = prep::split(
-        table.rows.len(),
-        labels.as_ref().map(|(l, n)| (l.as_slice(), n.as_slice())),
-        &spec.prep,
-    )?;
-    let pipeline = Pipeline::fit(&table, profile, &split.train, &spec.prep)?;
-    let width = pipeline.width();
-    if width == 0 {
-        return Err(bad("no numeric or categorical feature columns to train on"));
+/// Index of the largest value; the first on ties.
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}
+
+/// The random stream of one epoch (batch order, dropout), derived from the seed alone so a
+/// resumed run draws exactly what the uninterrupted run would have.
+fn epoch_rng(seed: u64, epoch: usize) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// The header of a checkpoint file.
+#[derive(Serialize, Deserialize)]
+struct CheckpointHeader {
+    kind: String,
+    /// The spec and data shape it belongs to: a checkpoint of another run is refused.
+    fingerprint: String,
+    history: Vec<EpochStats>,
+    best_epoch: Option<usize>,
+    best_loss: Option<f64>,
+    opt_step: usize,
+    stopped: bool,
+}
+
+/// A training run stepped one epoch at a time, so the caller can report progress, checkpoint
+/// after each epoch, stop, and resume from a checkpoint with the same result as an
+/// uninterrupted run.
+pub struct Trainer {
+    spec: TrainSpec,
+    loss: Loss,
+    width: usize,
+    outputs: usize,
+    pipeline: Pipeline,
+    x_train: Vec<f32>,
+    y_train: Vec<f32>,
+    val: Option<(Tensor, Tensor, Vec<f32>)>,
+    x_test: Vec<f32>,
+    y_test: Vec<f32>,
+    cleaned: prep::Cleaned,
+    split_sizes: [usize; 3],
+    mlp: Mlp,
+    opt: Opt,
+    history: Vec<EpochStats>,
+    best: Option<(f64, usize, Network)>,
+    stopped: bool,
+}
+
+impl Trainer {
+    /// Cleans, splits and fits the transform; the network starts from the seed's weights.
+    pub fn new(table: &Table, profile: &Profile, spec: &TrainSpec) -> Result<Trainer> {
+        Self::with_encoded(table, profile, spec, &prep::Encoded::new())
     }
-    let outputs = match &pipeline.classes {
-        Some(c) => c.len(),
-        None => 1,
-    };
-    let (x_train, y_train) = pipeline.matrix(&table, &split.train)?;
-    let (x_val, y_val) = pipeline.matrix(&table, &split.validation)?;
-    let (x_test, y_test) = pipeline.matrix(&table, &split.test)?;
 
-    let mut rng = rand::rngs::StdRng::seed_from_u64(spec.prep.seed);
-    let mut sizes = vec![width];
-    sizes.extend(&spec.mlp.hidden);
-    sizes.push(outputs);
-    let mlp = Mlp::new(&sizes, activation, &mut rng)?;
-    let mut opt = Opt::new(&spec.optimizer, mlp.vars())?;
-
-    let n = split.train.len();
-    let val = (!split.validation.is_empty())
-        .then(|| {
-            Ok::<_, Error>((
+    /// As [`Trainer::new`], with text columns represented by their embeddings in `encoded`.
+    pub fn with_encoded(
+        table: &Table,
+        profile: &Profile,
+        spec: &TrainSpec,
+        encoded: &prep::Encoded,
+    ) -> Result<Trainer> {
+        let (activation, loss) = spec.check(profile.problem)?;
+        let (table, cleaned) = prep::clean(table, &spec.prep);
+        let target = table
+            .columns
+            .iter()
+            .position(|c| *c == profile.target)
+            .ok_or_else(|| bad(format!("the data has no column '{}'", profile.target)))?;
+        let labels: Option<(Vec<usize>, Vec<String>)> = match profile.problem {
+            Problem::Classification => {
+                let classes = prep::classes(&table, target);
+                let idx = table
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        r[target]
+                            .as_ref()
+                            .and_then(|v| classes.iter().position(|c| c == v))
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                Some((idx, classes))
+            }
+            Problem::Regression => None,
+        };
+        let split = prep::split(
+            table.rows.len(),
+            labels.as_ref().map(|(l, n)| (l.as_slice(), n.as_slice())),
+            &spec.prep,
+        )?;
+        let pipeline = Pipeline::fit_encoded(&table, profile, &split.train, &spec.prep, encoded)?;
+        let width = pipeline.width();
+        if width == 0 {
+            return Err(bad(
+                "no numeric or categorical feature columns to train on (text columns need an encoder: set `encoder` to an embedding model)",
+            ));
+        }
+        let outputs = match &pipeline.classes {
+            Some(c) => c.len(),
+            None => 1,
+        };
+        let (x_train, y_train) = pipeline.matrix_encoded(&table, &split.train, encoded)?;
+        let (x_val, y_val) = pipeline.matrix_encoded(&table, &split.validation, encoded)?;
+        let (x_test, y_test) = pipeline.matrix_encoded(&table, &split.test, encoded)?;
+        let val = if split.validation.is_empty() {
+            None
+        } else {
+            Some((
                 tensor(&x_val, split.validation.len(), width)?,
                 targets(&y_val, loss)?,
+                y_val,
             ))
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(spec.prep.seed);
+        let mut sizes = vec![width];
+        sizes.extend(&spec.mlp.hidden);
+        sizes.push(outputs);
+        let mlp = Mlp::new(&sizes, activation, &mut rng)?;
+        let opt = Opt::new(&spec.optimizer, mlp.vars())?;
+        Ok(Trainer {
+            spec: spec.clone(),
+            loss,
+            width,
+            outputs,
+            pipeline,
+            x_train,
+            y_train,
+            val,
+            x_test,
+            y_test,
+            cleaned,
+            split_sizes: [split.train.len(), split.validation.len(), split.test.len()],
+            mlp,
+            opt,
+            history: vec![],
+            best: None,
+            stopped: false,
         })
-        .transpose()?;
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut history = vec![];
-    let mut best: Option<(f64, usize, Network)> = None;
-    for epoch in 1..=spec.epochs {
+    }
+
+    /// Epochs finished so far.
+    pub fn epochs_done(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Figures of the epochs finished so far.
+    pub fn history(&self) -> &[EpochStats] {
+        &self.history
+    }
+
+    /// Rows in the train, validation and test splits.
+    pub fn split_sizes(&self) -> [usize; 3] {
+        self.split_sizes
+    }
+
+    /// Whether every epoch has run or early stopping ended the run.
+    pub fn is_done(&self) -> bool {
+        self.stopped || self.history.len() >= self.spec.epochs
+    }
+
+    /// Runs the next epoch; None when the run is done.
+    pub fn next_epoch(&mut self) -> Result<Option<EpochStats>> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        let (spec, loss, width) = (&self.spec, self.loss, self.width);
+        let epoch = self.history.len() + 1;
         let lr = spec.lr_at(epoch - 1);
-        opt.set_lr(lr);
+        self.opt.set_lr(lr);
+        let mut rng = epoch_rng(spec.prep.seed, epoch);
+        let mut order: Vec<usize> = (0..self.split_sizes[0]).collect();
         order.shuffle(&mut rng);
         let (mut total, mut seen) = (0.0, 0usize);
         for chunk in order.chunks(spec.batch_size) {
             let mut xb = Vec::with_capacity(chunk.len() * width);
             let mut yb = Vec::with_capacity(chunk.len());
             for &i in chunk {
-                xb.extend_from_slice(&x_train[i * width..(i + 1) * width]);
-                yb.push(y_train[i]);
+                xb.extend_from_slice(&self.x_train[i * width..(i + 1) * width]);
+                yb.push(self.y_train[i]);
             }
             let xb = tensor(&xb, chunk.len(), width)?;
             let yb = targets(&yb, loss)?;
-            let out = mlp
+            let out = self
+                .mlp
                 .forward(&xb, Some((spec.mlp.dropout, &mut rng)))
                 .map_err(candle_err)?;
             let l = loss_of(&out, &yb, loss).map_err(candle_err)?;
@@ -623,23 +833,23 @@ pub fn fit(
                     spec.optimizer.lr
                 )));
             }
-            opt.step(&l).map_err(candle_err)?;
+            self.opt.step(&l).map_err(candle_err)?;
             total += value * chunk.len() as f64;
             seen += chunk.len();
         }
         let train_loss = total / seen.max(1) as f64;
-        let (val_loss, val_score) = match &val {
-            Some((xv, yv)) => {
-                let out = mlp.forward(xv, None).map_err(candle_err)?;
+        let (val_loss, val_score) = match &self.val {
+            Some((xv, yv, y_val)) => {
+                let out = self.mlp.forward(xv, None).map_err(candle_err)?;
                 let l = f64::from(
                     loss_of(&out, yv, loss)
                         .and_then(|t| t.to_scalar::<f32>())
                         .map_err(candle_err)?,
                 );
-                let (pred, _) = predict(&mlp, xv, loss)?;
-                (l, score(&y_val, &pred, loss, outputs))
+                let (pred, _) = predict(&self.mlp, xv, loss)?;
+                (l, Some(score(y_val, &pred, loss, self.outputs)))
             }
-            None => (train_loss, f64::NAN),
+            None => (train_loss, None),
         };
         let stats = EpochStats {
             epoch,
@@ -648,51 +858,204 @@ pub fn fit(
             val_loss,
             val_score,
         };
-        let go_on = on_epoch(&stats);
-        history.push(stats);
-        if best.as_ref().is_none_or(|(l, _, _)| val_loss < *l) {
-            best = Some((val_loss, epoch, mlp.network()?));
+        self.history.push(stats.clone());
+        if self.best.as_ref().is_none_or(|(l, _, _)| val_loss < *l) {
+            self.best = Some((val_loss, epoch, self.mlp.network()?));
         }
-        if !go_on {
-            return Err(Error::new(
-                maas_core::ErrorKind::Conflict,
-                format!("the run was cancelled in epoch {epoch}"),
-            ));
-        }
-        if let (Some(p), Some((_, best_epoch, _))) = (spec.patience, &best) {
+        if let (Some(p), Some((_, best_epoch, _))) = (spec.patience, &self.best) {
             if epoch - best_epoch >= p {
-                break;
+                self.stopped = true;
             }
         }
+        Ok(Some(stats))
     }
-    let (_, best_epoch, network) = best.ok_or_else(|| bad("no epoch ran"))?;
-    // Evaluate the kept weights on the test split.
-    let kept = Mlp::from_network(&network)?;
-    let test_metrics = if split.test.is_empty() {
-        serde_json::json!({})
-    } else {
-        let xt = tensor(&x_test, split.test.len(), width)?;
-        let (pred, positive) = predict(&kept, &xt, loss)?;
-        // Regression metrics are in the target's own units.
-        let (truth, pred): (Vec<f32>, Vec<f32>) = if loss == Loss::Mse {
-            (
-                y_test.iter().map(|y| pipeline.unscale(*y)).collect(),
-                pred.iter().map(|p| pipeline.unscale(*p)).collect(),
-            )
-        } else {
-            (y_test.clone(), pred)
+
+    fn fingerprint(&self) -> String {
+        serde_json::json!({
+            "spec": self.spec,
+            "split_sizes": self.split_sizes,
+            "width": self.width,
+            "outputs": self.outputs,
+        })
+        .to_string()
+    }
+
+    /// The run's state after the epochs so far: weights, optimiser moments, best weights,
+    /// history. [`Trainer::restore`] continues from it.
+    pub fn checkpoint(&self) -> Result<Vec<u8>> {
+        let mut tensors = layer_tensors("params", &self.mlp.network()?);
+        let (opt, opt_step) = self.opt.state()?;
+        tensors.extend(opt);
+        if let Some((_, _, best)) = &self.best {
+            tensors.extend(layer_tensors("best", best));
+        }
+        let header = CheckpointHeader {
+            kind: "checkpoint".to_owned(),
+            fingerprint: self.fingerprint(),
+            history: self.history.clone(),
+            best_epoch: self.best.as_ref().map(|b| b.1),
+            best_loss: self.best.as_ref().map(|b| b.0),
+            opt_step,
+            stopped: self.stopped,
         };
-        evaluate(&truth, &pred, positive.as_deref(), loss, outputs)
-    };
-    Ok(Outcome {
-        pipeline,
-        network,
-        history,
-        best_epoch,
-        test_metrics,
-        cleaned,
-        split_sizes: [split.train.len(), split.validation.len(), split.test.len()],
+        let header = serde_json::to_string(&header).map_err(|e| Error::internal(e.to_string()))?;
+        weights::pack(&tensors, &header)
+    }
+
+    /// Continues from a checkpoint of this same run (same spec and data).
+    pub fn restore(&mut self, checkpoint: &[u8]) -> Result<()> {
+        let (header, mut tensors) = weights::unpack(checkpoint)?;
+        let header: CheckpointHeader = serde_json::from_str(&header)
+            .map_err(|e| bad(format!("the checkpoint's header is not valid: {e}")))?;
+        if header.kind != "checkpoint" || header.fingerprint != self.fingerprint() {
+            return Err(bad(
+                "the checkpoint belongs to another run (its spec or data differ)",
+            ));
+        }
+        let shapes: Vec<(usize, usize)> = self
+            .mlp
+            .layers
+            .iter()
+            .map(|(w, _)| w.dims2())
+            .collect::<candle_core::Result<_>>()
+            .map_err(candle_err)?;
+        let current = network_from(&mut tensors, "params", &shapes, &self.spec.mlp.activation)?;
+        for ((w, b), layer) in self.mlp.layers.iter().zip(&current.layers) {
+            w.set(
+                &Tensor::from_vec(
+                    layer.weight.clone(),
+                    (layer.outputs, layer.inputs),
+                    &Device::Cpu,
+                )
+                .map_err(candle_err)?,
+            )
+            .map_err(candle_err)?;
+            b.set(
+                &Tensor::from_vec(layer.bias.clone(), layer.outputs, &Device::Cpu)
+                    .map_err(candle_err)?,
+            )
+            .map_err(candle_err)?;
+        }
+        self.opt.restore(&mut tensors, header.opt_step)?;
+        self.best = match (header.best_loss, header.best_epoch) {
+            (Some(loss), Some(epoch)) => Some((
+                loss,
+                epoch,
+                network_from(&mut tensors, "best", &shapes, &self.spec.mlp.activation)?,
+            )),
+            _ => None,
+        };
+        self.history = header.history;
+        self.stopped = header.stopped;
+        Ok(())
+    }
+
+    /// Evaluates the best weights on the test split and hands over the result.
+    pub fn finish(self) -> Result<Outcome> {
+        let (_, best_epoch, network) = self.best.ok_or_else(|| bad("no epoch ran"))?;
+        let loss = self.loss;
+        let kept = Mlp::from_network(&network)?;
+        let n_test = self.split_sizes[2];
+        let test_metrics = if n_test == 0 {
+            serde_json::json!({})
+        } else {
+            let xt = tensor(&self.x_test, n_test, self.width)?;
+            let (pred, positive) = predict(&kept, &xt, loss)?;
+            // Regression metrics are in the target's own units.
+            let (truth, pred): (Vec<f32>, Vec<f32>) = if loss == Loss::Mse {
+                (
+                    self.y_test
+                        .iter()
+                        .map(|y| self.pipeline.unscale(*y))
+                        .collect(),
+                    pred.iter().map(|p| self.pipeline.unscale(*p)).collect(),
+                )
+            } else {
+                (self.y_test.clone(), pred)
+            };
+            evaluate(&truth, &pred, positive.as_deref(), loss, self.outputs)
+        };
+        Ok(Outcome {
+            pipeline: self.pipeline,
+            network,
+            history: self.history,
+            best_epoch,
+            test_metrics,
+            cleaned: self.cleaned,
+            split_sizes: self.split_sizes,
+        })
+    }
+}
+
+/// A network's layers as named tensors `{prefix}.{i}.weight|bias`.
+pub(crate) fn layer_tensors(prefix: &str, net: &Network) -> Vec<Named> {
+    net.layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| {
+            [
+                Named {
+                    name: format!("{prefix}.{i}.weight"),
+                    shape: vec![l.outputs, l.inputs],
+                    data: l.weight.clone(),
+                },
+                Named {
+                    name: format!("{prefix}.{i}.bias"),
+                    shape: vec![l.outputs],
+                    data: l.bias.clone(),
+                },
+            ]
+        })
+        .collect()
+}
+
+/// Reads back what [`layer_tensors`] wrote, for layers of `shapes` (`(outputs, inputs)`).
+pub(crate) fn network_from(
+    tensors: &mut HashMap<String, Named>,
+    prefix: &str,
+    shapes: &[(usize, usize)],
+    activation: &str,
+) -> Result<Network> {
+    let layers = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(outputs, inputs))| {
+            Ok(Layer {
+                inputs,
+                outputs,
+                weight: weights::take(
+                    tensors,
+                    &format!("{prefix}.{i}.weight"),
+                    &[outputs, inputs],
+                )?,
+                bias: weights::take(tensors, &format!("{prefix}.{i}.bias"), &[outputs])?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Network {
+        layers,
+        activation: activation.to_owned(),
     })
+}
+
+/// Cleans, splits, fits the transform, trains and evaluates on the test split.
+/// `on_epoch` sees each epoch's figures and returns false to stop the run (cancel).
+pub fn fit(
+    table: &Table,
+    profile: &Profile,
+    spec: &TrainSpec,
+    on_epoch: &mut dyn FnMut(&EpochStats) -> bool,
+) -> Result<Outcome> {
+    let mut trainer = Trainer::new(table, profile, spec)?;
+    while let Some(stats) = trainer.next_epoch()? {
+        if !on_epoch(&stats) {
+            return Err(Error::new(
+                maas_core::ErrorKind::Conflict,
+                format!("the run was cancelled in epoch {}", stats.epoch),
+            ));
+        }
+    }
+    trainer.finish()
 }
 
 impl Mlp {

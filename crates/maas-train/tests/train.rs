@@ -1,11 +1,14 @@
 //! Training on the shared datasets (testdata/datasets): the accuracy each must reach on its
 //! held-out test split, reproducibility from the seed, and runs refused or stopped with a reason.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 
+use maas_core::Format;
+use maas_engine::{Batching, Engine, LoadSpec, Tensor, TensorData, TensorModel};
 use maas_train::dataset::{self, FileFormat, Profile, Table};
-use maas_train::train::{self, Outcome, TrainSpec};
+use maas_train::model::{TrainedEngine, TrainedModel};
+use maas_train::train::{self, Outcome, TrainSpec, Trainer};
 
 fn load(name: &str) -> (Table, Profile) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -145,4 +148,181 @@ fn bad_specs_and_cancellation_are_reported() {
     .unwrap_err();
     assert_eq!(epochs, 3);
     assert_eq!(cancelled.message, "the run was cancelled in epoch 3");
+}
+
+fn resume_matches(json: &str) {
+    let (table, profile) = load("iris.csv");
+    let s = spec(json);
+    let whole = train::fit(&table, &profile, &s, &mut |_| true).unwrap();
+
+    let mut first = Trainer::new(&table, &profile, &s).unwrap();
+    for _ in 0..7 {
+        first.next_epoch().unwrap();
+    }
+    let checkpoint = first.checkpoint().unwrap();
+    drop(first);
+    let mut resumed = Trainer::new(&table, &profile, &s).unwrap();
+    resumed.restore(&checkpoint).unwrap();
+    assert_eq!(resumed.epochs_done(), 7);
+    while resumed.next_epoch().unwrap().is_some() {}
+    let resumed = resumed.finish().unwrap();
+    assert_eq!(resumed.network, whole.network, "{json}");
+    assert_eq!(resumed.history, whole.history);
+    assert_eq!(resumed.test_metrics, whole.test_metrics);
+}
+
+#[test]
+fn a_run_resumed_from_a_checkpoint_ends_exactly_as_an_uninterrupted_one() {
+    resume_matches(r#"{"mlp": {"hidden": [16], "dropout": 0.1}, "epochs": 15}"#);
+    resume_matches(
+        r#"{"mlp": {"hidden": [8]}, "epochs": 15, "optimizer": {"kind": "sgd", "lr": 0.05, "momentum": 0.9}}"#,
+    );
+    resume_matches(r#"{"epochs": 15, "optimizer": {"kind": "adam", "weight_decay": 0.01}}"#);
+}
+
+#[test]
+fn a_checkpoint_of_another_run_is_refused() {
+    let (table, profile) = load("iris.csv");
+    let mut a = Trainer::new(&table, &profile, &spec(r#"{"epochs": 5}"#)).unwrap();
+    a.next_epoch().unwrap();
+    let checkpoint = a.checkpoint().unwrap();
+    let mut b = Trainer::new(&table, &profile, &spec(r#"{"epochs": 6}"#)).unwrap();
+    let err = b.restore(&checkpoint).unwrap_err();
+    assert!(
+        err.message.contains("belongs to another run"),
+        "{}",
+        err.message
+    );
+    assert!(b.restore(b"garbage").is_err());
+    assert_eq!(b.epochs_done(), 0);
+}
+
+fn served(outcome: &Outcome) -> (TrainedModel, std::sync::Arc<dyn TensorModel>) {
+    let model = TrainedModel {
+        pipeline: outcome.pipeline.clone(),
+        network: outcome.network.clone(),
+    };
+    let bytes = model.to_bytes().unwrap();
+    assert_eq!(TrainedModel::from_bytes(&bytes).unwrap(), model);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let loaded = TrainedEngine
+        .load(&LoadSpec {
+            path,
+            format: Format::Maas,
+            task: model.task(),
+            threads: 1,
+            batching: Batching::default(),
+        })
+        .unwrap();
+    (model, loaded.tensor.unwrap())
+}
+
+fn column(table: &Table, name: &str) -> Vec<String> {
+    let i = table.columns.iter().position(|c| c == name).unwrap();
+    table.rows.iter().map(|r| r[i].clone().unwrap()).collect()
+}
+
+#[test]
+fn a_trained_classifier_serves_labels_and_probabilities_from_raw_columns() {
+    let (table, profile) = load("iris.csv");
+    let o = run(
+        "iris.csv",
+        &spec(r#"{"mlp": {"hidden": [16]}, "epochs": 60}"#),
+    );
+    let (model, served) = served(&o);
+    let sig = served.signature();
+    let names: Vec<&str> = sig.inputs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, &table.columns[..4]);
+    let inputs: Vec<Tensor> = sig
+        .inputs
+        .iter()
+        .map(|s| {
+            let values: Vec<f32> = column(&table, &s.name)
+                .iter()
+                .map(|v| v.parse().unwrap())
+                .collect();
+            Tensor::new(&s.name, vec![values.len()], TensorData::F32(values)).unwrap()
+        })
+        .collect();
+    let out = served.infer(inputs.clone()).unwrap();
+    let TensorData::Bytes(labels) = &out[0].data else {
+        panic!("{:?}", out[0])
+    };
+    let TensorData::F32(probs) = &out[1].data else {
+        panic!("{:?}", out[1])
+    };
+    assert_eq!(out[1].shape, vec![150, 3]);
+    for p in probs.chunks(3) {
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+    let truth = column(&table, &profile.target);
+    let right = labels
+        .iter()
+        .zip(&truth)
+        .filter(|(l, t)| l.as_slice() == t.as_bytes())
+        .count();
+    assert!(right >= 140, "{right}/150 right");
+    // A row alone gets the answer it gets in a batch (to 1e-6: the matrix kernels differ by size).
+    let first: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| {
+            let TensorData::F32(v) = &t.data else {
+                unreachable!()
+            };
+            Tensor::new(&t.name, vec![1], TensorData::F32(vec![v[0]])).unwrap()
+        })
+        .collect();
+    let one = served.infer(first).unwrap();
+    let TensorData::F32(p1) = &one[1].data else {
+        unreachable!()
+    };
+    for (a, b) in p1.iter().zip(&probs[..3]) {
+        assert!((a - b).abs() < 1e-6, "{p1:?} vs {:?}", &probs[..3]);
+    }
+    assert_eq!(model.task(), maas_core::Task::TabularClassification);
+    // A missing column (training dropped rows with missing values: nothing to fill with).
+    let err = served.infer(inputs[..3].to_vec()).unwrap_err().to_string();
+    assert!(err.contains("input 'petal_width' is missing"), "{err}");
+    let mut ragged = inputs.clone();
+    ragged[0] = Tensor::new(&ragged[0].name, vec![1], TensorData::F32(vec![5.0])).unwrap();
+    let err = served.infer(ragged).unwrap_err().to_string();
+    assert!(err.contains("same number of rows"), "{err}");
+}
+
+#[test]
+fn a_trained_regressor_serves_values_in_the_targets_units() {
+    let (table, profile) = load("diabetes.csv");
+    let o = run(
+        "diabetes.csv",
+        &spec(
+            r#"{"mlp": {"hidden": [16]}, "epochs": 60, "optimizer": {"kind": "sgd", "lr": 0.01, "momentum": 0.9}, "patience": 20}"#,
+        ),
+    );
+    let (_, served) = served(&o);
+    assert_eq!(served.signature().outputs[0].name, "value");
+    let inputs: Vec<Tensor> = served
+        .signature()
+        .inputs
+        .iter()
+        .map(|s| {
+            let values: Vec<f32> = column(&table, &s.name)
+                .iter()
+                .map(|v| v.parse().unwrap())
+                .collect();
+            Tensor::new(&s.name, vec![values.len()], TensorData::F32(values)).unwrap()
+        })
+        .collect();
+    let out = served.infer(inputs).unwrap();
+    let TensorData::F32(values) = &out[0].data else {
+        panic!()
+    };
+    let truth: Vec<f64> = column(&table, &profile.target)
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let pred: Vec<f64> = values.iter().map(|v| f64::from(*v)).collect();
+    let r2 = maas_train::metrics::regression(&truth, &pred).r2;
+    assert!(r2 > 0.4, "R² over all rows {r2}");
 }

@@ -148,21 +148,27 @@ async fn create_pull(
             serde_json::to_value(version).map_err(|e| Error::internal(e.to_string()))
         },
     );
-    if !query.wait {
+    answer(&state, &id, query.wait).await
+}
+
+/// The answer to a request that started job `id`: 202 with the job, or when the caller waits,
+/// 201 with its result or its error with the status it carries.
+pub async fn answer(state: &AppState, id: &str, wait: bool) -> ApiResult<Response> {
+    if !wait {
         let view = state
             .jobs
-            .get(&id)
+            .get(id)
             .ok_or_else(|| Error::internal("job vanished"))?;
         return Ok((StatusCode::ACCEPTED, Json(view)).into_response());
     }
     let view = state
         .jobs
-        .wait(&id)
+        .wait(id)
         .await
         .ok_or_else(|| Error::internal("job vanished"))?;
     match (view.state, view.result, view.error) {
-        (JobState::Succeeded, Some(version), _) => {
-            Ok((StatusCode::CREATED, Json(version)).into_response())
+        (JobState::Succeeded, Some(result), _) => {
+            Ok((StatusCode::CREATED, Json(result)).into_response())
         }
         (_, _, Some(err)) => {
             let status =

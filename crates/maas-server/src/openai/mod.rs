@@ -58,6 +58,11 @@ impl OaiError {
         }
     }
 
+    /// The same error as a plain [`maas_core::Error`], for jobs.
+    pub fn into_error(self) -> maas_core::Error {
+        maas_core::Error::new(crate::error::kind_of(self.status), self.message)
+    }
+
     /// 413: the request holds more than one call may.
     pub fn too_large(param: &'static str, message: impl Into<String>) -> Self {
         Self {

@@ -62,6 +62,11 @@ impl V2Error {
     pub fn into_oai(self) -> crate::openai::OaiError {
         crate::openai::OaiError::with_status(self.0, self.1)
     }
+
+    /// The same error as a plain [`Error`], for jobs that run tensor models.
+    pub fn into_error(self) -> Error {
+        Error::new(crate::error::kind_of(self.0), self.1)
+    }
 }
 
 impl From<ApiError> for V2Error {
@@ -212,6 +217,66 @@ fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> V2Result<(&'a [u8], &'
     Ok(body.split_at(n))
 }
 
+/// A model trained on an encoder's embeddings takes text in its encoded columns: embed it with
+/// the encoder version it was trained with (kept in `metadata.encoder`).
+async fn encode_texts(
+    state: &AppState,
+    version: &ModelVersion,
+    mut inputs: Vec<Tensor>,
+) -> V2Result<Vec<Tensor>> {
+    let encoder = &version.metadata["encoder"];
+    let Some(columns) = encoder["columns"].as_array() else {
+        return Ok(inputs);
+    };
+    let (Some(model), Some(number)) = (encoder["model"].as_str(), encoder["version"].as_i64())
+    else {
+        return Ok(inputs);
+    };
+    let r = ModelRef {
+        name: maas_core::ModelName::parse(model)?,
+        selector: VersionSelector::Number(number),
+    };
+    let encoder_version = state.registry.resolve(&r).await.map_err(|e| {
+        Error::invalid(format!(
+            "model '{}' needs its encoder {model}:{number}, which cannot be found: {}",
+            version.model, e.message
+        ))
+    })?;
+    for input in inputs.iter_mut() {
+        if !columns
+            .iter()
+            .any(|c| c.as_str() == Some(input.name.as_str()))
+        {
+            continue;
+        }
+        let maas_engine::TensorData::Bytes(texts) = &input.data else {
+            return Err(V2Error::invalid(format!(
+                "input '{}' is text for the model's encoder: send BYTES",
+                input.name
+            )));
+        };
+        let texts: Vec<String> = texts
+            .iter()
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .collect();
+        if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(V2Error::invalid(format!(
+                "input '{}' row {i} is empty: there is no text to classify",
+                input.name
+            )));
+        }
+        let n = texts.len();
+        let vectors = crate::runs::embed(state, &encoder_version, texts).await?;
+        let dims = vectors.first().map_or(0, Vec::len);
+        *input = Tensor::new(
+            input.name.clone(),
+            vec![n, dims],
+            maas_engine::TensorData::F32(vectors.concat()),
+        )?;
+    }
+    Ok(inputs)
+}
+
 /// Runs a tensor model on decoded inputs: queue place, load, compute on a blocking thread.
 pub async fn run_tensors(
     state: &AppState,
@@ -219,6 +284,7 @@ pub async fn run_tensors(
     task: Task,
     inputs: Vec<Tensor>,
 ) -> V2Result<Vec<Tensor>> {
+    let inputs = encode_texts(state, version, inputs).await?;
     let permit = state.models.enqueue(version)?;
     let loaded = state.models.get(version, task).await?;
     let model = loaded.tensor.clone().ok_or_else(|| {

@@ -29,6 +29,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
         admin_key: Some(ADMIN_KEY.to_owned()),
         max_blob_bytes: 1 << 30,
         job_concurrency: 2,
+        train_workers: 1,
         pypi_index: maas_server::default_pypi_index(),
         hf_endpoint: "http://127.0.0.1:9".to_owned(),
         hf_token: None,
