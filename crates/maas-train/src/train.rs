@@ -92,6 +92,17 @@ pub enum Schedule {
     Cosine,
 }
 
+/// Random changes to the training rows, drawn afresh every epoch (never applied to validation,
+/// test or served inputs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSpec {
+    /// Standard deviation of Gaussian noise added to every numeric input after scaling (so in
+    /// units of the feature's spread with z-score); 0 turns it off.
+    #[serde(default)]
+    pub noise: f64,
+}
+
 /// Everything a training run is told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +135,9 @@ pub struct TrainSpec {
     /// MLP head is trained on its vectors (the encoder stays frozen).
     #[serde(default)]
     pub encoder: Option<String>,
+    /// Augmentation of the training rows.
+    #[serde(default)]
+    pub augment: AugmentSpec,
 }
 
 fn default_mlp() -> MlpSpec {
@@ -152,6 +166,7 @@ impl Default for TrainSpec {
             patience: None,
             prep: PrepSpec::default(),
             encoder: None,
+            augment: AugmentSpec::default(),
         }
     }
 }
@@ -232,6 +247,12 @@ impl TrainSpec {
             return Err(bad(
                 "epochs, batch_size and every hidden width must be positive",
             ));
+        }
+        if !(self.augment.noise.is_finite() && self.augment.noise >= 0.0) {
+            return Err(bad(format!(
+                "augment.noise must be a number >= 0, got {}",
+                self.augment.noise
+            )));
         }
         if let Schedule::Step { step_size: 0, .. } = self.schedule {
             return Err(bad("schedule.step_size must be positive"));
@@ -645,6 +666,13 @@ pub fn argmax(row: &[f32]) -> usize {
         .unwrap_or(0)
 }
 
+/// A standard normal draw (Box-Muller).
+fn gaussian(rng: &mut rand::rngs::StdRng) -> f64 {
+    let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
 /// The random stream of one epoch (batch order, dropout), derived from the seed alone so a
 /// resumed run draws exactly what the uninterrupted run would have.
 fn epoch_rng(seed: u64, epoch: usize) -> rand::rngs::StdRng {
@@ -676,6 +704,8 @@ pub struct Trainer {
     x_train: Vec<f32>,
     y_train: Vec<f32>,
     val: Option<(Tensor, Tensor, Vec<f32>)>,
+    /// Which input positions are numeric features (noise applies to those).
+    numeric: Vec<bool>,
     x_test: Vec<f32>,
     y_test: Vec<f32>,
     cleaned: prep::Cleaned,
@@ -758,7 +788,17 @@ impl Trainer {
         sizes.push(outputs);
         let mlp = Mlp::new(&sizes, activation, &mut rng)?;
         let opt = Opt::new(&spec.optimizer, mlp.vars())?;
+        let numeric = pipeline
+            .features
+            .iter()
+            .flat_map(|f| match f {
+                prep::Feature::Numeric { .. } => vec![true],
+                prep::Feature::OneHot { categories, .. } => vec![false; categories.len()],
+                prep::Feature::Embedding { dims, .. } => vec![false; *dims],
+            })
+            .collect();
         Ok(Trainer {
+            numeric,
             spec: spec.clone(),
             loss,
             width,
@@ -818,6 +858,13 @@ impl Trainer {
             for &i in chunk {
                 xb.extend_from_slice(&self.x_train[i * width..(i + 1) * width]);
                 yb.push(self.y_train[i]);
+            }
+            if spec.augment.noise > 0.0 {
+                for (x, numeric) in xb.iter_mut().zip(self.numeric.iter().cycle()) {
+                    if *numeric {
+                        *x += (gaussian(&mut rng) * spec.augment.noise) as f32;
+                    }
+                }
             }
             let xb = tensor(&xb, chunk.len(), width)?;
             let yb = targets(&yb, loss)?;

@@ -326,3 +326,28 @@ fn a_trained_regressor_serves_values_in_the_targets_units() {
     let r2 = maas_train::metrics::regression(&truth, &pred).r2;
     assert!(r2 > 0.4, "R² over all rows {r2}");
 }
+
+#[test]
+fn gaussian_noise_augments_training_rows_reproducibly() {
+    let plain = spec(r#"{"mlp": {"hidden": [16]}, "epochs": 150, "batch_size": 16}"#);
+    let mut noisy = plain.clone();
+    noisy.augment.noise = 0.1;
+    let a = run("iris.csv", &noisy);
+    assert!(accuracy(&a) >= 0.93, "iris with noise {}", accuracy(&a));
+    assert_eq!(run("iris.csv", &noisy).network, a.network);
+    assert_ne!(run("iris.csv", &plain).network, a.network);
+    resume_matches(r#"{"mlp": {"hidden": [8]}, "epochs": 15, "augment": {"noise": 0.2}}"#);
+    let (table, profile) = load("iris.csv");
+    let err = train::fit(
+        &table,
+        &profile,
+        &spec(r#"{"augment": {"noise": -1}}"#),
+        &mut |_| true,
+    )
+    .unwrap_err();
+    assert!(
+        err.message.starts_with("augment.noise must be"),
+        "{}",
+        err.message
+    );
+}
