@@ -117,7 +117,7 @@ impl Runs {
                 tracing::error!(run = %id, error = %e, "cannot record the run's end");
             }
             if final_state != RunState::Interrupted {
-                let _ = std::fs::remove_dir_all(runs.dir.join(&id));
+                runs.forget(&id);
             }
             if let Ok(mut active) = runs.active.lock() {
                 active.remove(&id);
@@ -125,6 +125,11 @@ impl Runs {
             control.changed.send_modify(|n| *n += 1);
         });
         true
+    }
+
+    /// Removes what is kept to resume run `id` (once it can no longer resume).
+    pub fn forget(&self, id: &str) {
+        let _ = std::fs::remove_dir_all(self.dir.join(id));
     }
 
     /// Asks an active run to stop; false if it is not running or queued here.

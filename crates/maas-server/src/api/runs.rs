@@ -164,6 +164,7 @@ async fn cancel_run(
             error: None,
         };
         let run = state.registry.update_run(&id, update, &who.actor()).await?;
+        state.runs.forget(&id);
         return Ok((StatusCode::ACCEPTED, Json(run)));
     }
     Ok((
