@@ -295,6 +295,12 @@ pub struct Network {
     pub activation: String,
 }
 
+/// A layer's weights as a trainable variable, `[outputs, inputs]` (PyTorch's and the file's layout).
+fn weight_var(data: Vec<f32>, outputs: usize, inputs: usize) -> candle_core::Result<Var> {
+    let w = Tensor::from_vec(data, (outputs, inputs), &Device::Cpu)?;
+    Var::from_tensor(&w)
+}
+
 struct Mlp {
     layers: Vec<(Var, Var)>,
     activation: Activation,
@@ -311,10 +317,7 @@ impl Mlp {
             let dist = Uniform::new_inclusive(-bound, bound);
             let w: Vec<f32> = (0..inputs * outputs).map(|_| dist.sample(rng)).collect();
             let b: Vec<f32> = (0..outputs).map(|_| dist.sample(rng)).collect();
-            let w = Var::from_tensor(
-                &Tensor::from_vec(w, (outputs, inputs), &dev).map_err(candle_err)?,
-            )
-            .map_err(candle_err)?;
+            let w = weight_var(w, outputs, inputs).map_err(candle_err)?;
             let b = Var::from_tensor(&Tensor::from_vec(b, outputs, &dev).map_err(candle_err)?)
                 .map_err(candle_err)?;
             layers.push((w, b));
@@ -428,39 +431,44 @@ impl Sgd {
 /// Written here (not candle-nn's) so its moments can be checkpointed and restored.
 struct Adam {
     vars: Vec<Var>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
+    /// First and second moments, flat, one per variable.
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     step: usize,
     lr: f64,
     weight_decay: f64,
     decoupled: bool,
 }
 
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const EPS: f64 = 1e-8;
+const BETA1: f32 = 0.9;
+const BETA2: f32 = 0.999;
+const EPS: f32 = 1e-8;
 
 impl Adam {
+    /// One pass over each variable's values, moments and gradient: as a chain of tensor ops the
+    /// update read and wrote every weight about forty times, which dominated steps of wide layers.
     fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
+        let lr = self.lr as f32;
+        let wd = self.weight_decay as f32;
+        let (l2, shrink) = match self.decoupled {
+            true => (0.0, 1.0 - lr * wd),
+            false => (wd, 1.0),
+        };
         for ((var, m), v) in self.vars.iter().zip(&mut self.m).zip(&mut self.v) {
             let Some(g) = grads.get(var) else { continue };
-            let theta = var.as_tensor();
-            let mut g = g.clone();
-            if !self.decoupled && self.weight_decay != 0.0 {
-                g = (g + (theta * self.weight_decay)?)?;
+            let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
+            let mut theta: Vec<f32> = var.as_tensor().flatten_all()?.to_vec1()?;
+            for (((x, m), v), g) in theta.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(&g) {
+                let g = g + l2 * *x;
+                *m = BETA1 * *m + (1.0 - BETA1) * g;
+                *v = BETA2 * *v + (1.0 - BETA2) * g * g;
+                let update = (*m / c1) / ((*v / c2).sqrt() + EPS);
+                *x = *x * shrink - lr * update;
             }
-            *m = ((&*m * BETA1)? + (&g * (1.0 - BETA1))?)?;
-            *v = ((&*v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
-            let update = ((&*m / c1)? / ((&*v / c2)?.sqrt()? + EPS)?)?;
-            let decayed = if self.decoupled && self.weight_decay != 0.0 {
-                (theta * (1.0 - self.lr * self.weight_decay))?
-            } else {
-                theta.clone()
-            };
-            var.set(&(decayed - (update * self.lr)?)?)?;
+            var.set(&Tensor::from_vec(theta, var.shape(), var.device())?)?;
         }
         Ok(())
     }
@@ -482,11 +490,7 @@ impl Opt {
                 weight_decay: spec.weight_decay,
             }),
             kind => {
-                let zeros = vars
-                    .iter()
-                    .map(|v| v.as_tensor().zeros_like())
-                    .collect::<candle_core::Result<Vec<_>>>()
-                    .map_err(candle_err)?;
+                let zeros: Vec<Vec<f32>> = vars.iter().map(|v| vec![0.0; v.elem_count()]).collect();
                 Opt::Adam(Adam {
                     m: zeros.clone(),
                     v: zeros,
@@ -538,9 +542,15 @@ impl Opt {
             )),
             Opt::Adam(a) => {
                 let mut out = vec![];
-                for (i, (m, v)) in a.m.iter().zip(&a.v).enumerate() {
-                    out.push(named("m", i, m)?);
-                    out.push(named("v", i, v)?);
+                for (i, ((m, v), var)) in a.m.iter().zip(&a.v).zip(&a.vars).enumerate() {
+                    let shape = var.as_tensor().dims().to_vec();
+                    for (prefix, data) in [("m", m), ("v", v)] {
+                        out.push(Named {
+                            name: format!("opt.{prefix}.{i}"),
+                            shape: shape.clone(),
+                            data: data.clone(),
+                        });
+                    }
                 }
                 Ok((out, a.step))
             }
@@ -566,8 +576,9 @@ impl Opt {
             }
             Opt::Adam(a) => {
                 for (i, var) in a.vars.iter().enumerate() {
-                    a.m[i] = load(tensors, format!("opt.m.{i}"), var)?;
-                    a.v[i] = load(tensors, format!("opt.v.{i}"), var)?;
+                    let shape = var.as_tensor().dims().to_vec();
+                    a.m[i] = weights::take(tensors, &format!("opt.m.{i}"), &shape)?;
+                    a.v[i] = weights::take(tensors, &format!("opt.v.{i}"), &shape)?;
                 }
                 a.step = step;
             }
@@ -969,12 +980,9 @@ impl Trainer {
         let current = network_from(&mut tensors, "params", &shapes, &self.spec.mlp.activation)?;
         for ((w, b), layer) in self.mlp.layers.iter().zip(&current.layers) {
             w.set(
-                &Tensor::from_vec(
-                    layer.weight.clone(),
-                    (layer.outputs, layer.inputs),
-                    &Device::Cpu,
-                )
-                .map_err(candle_err)?,
+                weight_var(layer.weight.clone(), layer.outputs, layer.inputs)
+                    .map_err(candle_err)?
+                    .as_tensor(),
             )
             .map_err(candle_err)?;
             b.set(
@@ -1117,9 +1125,11 @@ impl Mlp {
             .layers
             .iter()
             .map(|l| {
-                let w = Tensor::from_vec(l.weight.clone(), (l.outputs, l.inputs), &dev)?;
                 let b = Tensor::from_vec(l.bias.clone(), l.outputs, &dev)?;
-                Ok((Var::from_tensor(&w)?, Var::from_tensor(&b)?))
+                Ok((
+                    weight_var(l.weight.clone(), l.outputs, l.inputs)?,
+                    Var::from_tensor(&b)?,
+                ))
             })
             .collect::<candle_core::Result<Vec<_>>>()
             .map_err(candle_err)?;
