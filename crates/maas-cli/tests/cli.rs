@@ -649,6 +649,43 @@ fn a_training_run_killed_with_sigkill_resumes_from_its_checkpoint() {
     assert_one_line_error(&out, "must be a number");
     let list = s.json(ADMIN_KEY, &["runs", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 2);
+
+    // Evaluated on the whole dataset, then compared with the other run's version.
+    let ev = s.json(ADMIN_KEY, &["eval", "digits", "--dataset", "digits"]);
+    assert_eq!(ev["evaluation"]["rows"], 1797);
+    let acc = ev["evaluation"]["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.97, "{acc}");
+    let out = s.maas(ADMIN_KEY, &["eval", "digits:1", "--dataset", "digits"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.starts_with("digits:1 on digits:1 (1797 rows, target"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PRECISION") && text.contains("TRUE \\ PREDICTED"),
+        "{text}"
+    );
+    let out = s.maas(
+        ADMIN_KEY,
+        &["models", "compare", "digits:1", "digits-again:1"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let row = |label: &str| {
+        text.lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no '{label}' row in {text}"))
+            .to_owned()
+    };
+    // Same spec, same seed: the same test accuracy, a zero difference.
+    assert!(row("test accuracy").contains("+0.0000"), "{text}");
+    assert!(
+        row("digits:1 accuracy").contains(&format!("{acc:.4}")),
+        "{text}"
+    );
+    let out = s.maas(ADMIN_KEY, &["eval", "digits", "--dataset", "nope"]);
+    assert_one_line_error(&out, "dataset 'nope' not found");
     s.kill();
 }
 
