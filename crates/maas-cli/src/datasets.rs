@@ -14,7 +14,8 @@ use crate::Global;
 
 #[derive(Subcommand)]
 pub enum DatasetsCommand {
-    /// Upload a CSV (header row) or JSONL file as a new version of a dataset.
+    /// Upload a CSV (header row), JSONL, or a zip of images in one folder per label as a new
+    /// version of a dataset.
     Upload {
         /// The file.
         file: PathBuf,

@@ -195,6 +195,7 @@ pub async fn load_dataset(
     let bytes = state.artifacts.get_verified(&dv.digest).await?;
     let format = match dv.format.as_str() {
         "jsonl" => FileFormat::Jsonl,
+        "zip" => FileFormat::Zip,
         _ => FileFormat::Csv,
     };
     let kinds: BTreeMap<String, Kind> = dv

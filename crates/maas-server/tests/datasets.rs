@@ -180,3 +180,153 @@ async fn unreadable_files_are_refused_and_nothing_is_stored() {
     let (s, _) = app.get("/api/v1/datasets", &consumer).await;
     assert_eq!(s, 200);
 }
+
+/// A zip of `entries` (path, bytes), stored uncompressed.
+fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (path, bytes) in entries {
+        out.start_file(path.as_str(), options).unwrap();
+        out.write_all(bytes).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+/// The first `n` digits as 8x8 grayscale PNGs under `digits/LABEL/`.
+fn digit_pngs(n: usize) -> Vec<(String, Vec<u8>)> {
+    let text = String::from_utf8(dataset("digits.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .take(n)
+        .enumerate()
+        .map(|(i, line)| {
+            let cells: Vec<&str> = line.split(',').collect();
+            let pixels: Vec<u8> = cells[..64]
+                .iter()
+                .map(|v| (v.parse::<f32>().unwrap() * 15.9) as u8)
+                .collect();
+            let img = image::GrayImage::from_raw(8, 8, pixels).unwrap();
+            let mut png = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+            (format!("digits/{}/{i}.png", cells[64]), png.into_inner())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn image_zips_are_read_as_labelled_images_and_bad_ones_are_refused() {
+    let app = spawn_app().await;
+    let mut entries = digit_pngs(60);
+    entries.push((
+        "__MACOSX/digits/0/._0.png".to_owned(),
+        b"resource fork".to_vec(),
+    ));
+    let (status, v) = upload(
+        &app,
+        ADMIN_KEY,
+        "name=glyphs&filename=glyphs.zip",
+        zip_of(&entries),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        (
+            v["format"].as_str(),
+            v["rows"].as_i64(),
+            v["target"].as_str()
+        ),
+        (Some("zip"), Some(60), Some("label"))
+    );
+    assert_eq!(v["problem"], "classification");
+    assert_eq!(v["profile"][0]["name"], "image");
+    assert_eq!(v["profile"][0]["kind"], "image");
+    assert_eq!(v["profile"][0]["distinct"], 60);
+    let counts = v["profile"][1]["counts"].as_object().unwrap();
+    assert_eq!(counts.len(), 10, "{counts:?}");
+    assert_eq!(
+        counts.values().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+        60
+    );
+
+    let refused = |entries: Vec<(String, Vec<u8>)>| {
+        let app = &app;
+        async move {
+            upload(
+                app,
+                ADMIN_KEY,
+                "name=bad&filename=bad.zip",
+                zip_of(&entries),
+            )
+            .await
+        }
+    };
+    let png = digit_pngs(1).remove(0).1;
+    let (status, e) = refused(vec![("0/readme.txt".to_owned(), b"hi".to_vec())]).await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'0/readme.txt' is not an image"),
+        "{e}"
+    );
+    let (status, e) = refused(vec![("loose.png".to_owned(), png.clone())]).await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not LABEL/FILE"),
+        "{e}"
+    );
+    let (status, e) = refused(vec![(
+        "3/fake.png".to_owned(),
+        b"not a png at all".to_vec(),
+    )])
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'3/fake.png' is not a readable image"),
+        "{e}"
+    );
+    let (status, e) = upload(
+        &app,
+        ADMIN_KEY,
+        "name=bad&filename=bad.zip",
+        b"PK not really".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a readable zip"),
+        "{e}"
+    );
+    let (status, _) = app.get("/api/v1/datasets/bad", ADMIN_KEY).await;
+    assert_eq!(status, 404);
+
+    // Training on images needs a CNN, which is refused with the reason rather than half-done.
+    let (status, e) = app
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/runs",
+            ADMIN_KEY,
+            Some(serde_json::json!({"dataset": "glyphs"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds images"),
+        "{e}"
+    );
+}

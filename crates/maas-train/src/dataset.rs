@@ -1,6 +1,7 @@
-//! Tabular datasets: CSV (with a header row) and JSONL parsed into a table of text cells,
-//! each column's kind inferred (numeric, categorical or text), and a profile of every column.
-//! Every problem is reported with the row and column it is in.
+//! Datasets: CSV (with a header row) and JSONL parsed into a table of text cells, each column's
+//! kind inferred (numeric, categorical or text), and a profile of every column; image datasets as a
+//! zip of `LABEL/NAME.png` folders, read as a table of (image path, label). Every problem is
+//! reported with the row and column (or zip entry) it is in.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,8 @@ pub enum FileFormat {
     Csv,
     /// One JSON object per line.
     Jsonl,
+    /// A zip of images in one folder per label.
+    Zip,
 }
 
 impl FileFormat {
@@ -25,6 +28,8 @@ impl FileFormat {
             Some(FileFormat::Csv)
         } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") {
             Some(FileFormat::Jsonl)
+        } else if lower.ends_with(".zip") {
+            Some(FileFormat::Zip)
         } else {
             None
         }
@@ -41,6 +46,8 @@ pub enum Kind {
     Categorical,
     /// Free text.
     Text,
+    /// An image (a path inside the dataset's zip).
+    Image,
 }
 
 /// A parsed table: column names and rows of cells (None where the value is missing).
@@ -50,6 +57,8 @@ pub struct Table {
     pub columns: Vec<String>,
     /// Rows, each as long as `columns`.
     pub rows: Vec<Vec<Option<String>>>,
+    /// Kinds the file's format fixes (an image zip's `image` column), not inferred.
+    pub fixed: BTreeMap<String, Kind>,
 }
 
 /// Spellings of a missing value (compared case-insensitively), as pandas reads them.
@@ -65,6 +74,87 @@ fn cell(raw: &str) -> Option<String> {
     (!is_missing(raw)).then(|| raw.to_owned())
 }
 
+/// Image files an image dataset may hold.
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp"];
+
+/// Largest image in an image dataset, in pixels (checked from each file's header).
+const MAX_DATASET_IMAGE_PIXELS: u64 = 50_000_000;
+
+/// A zip of `LABEL/NAME.ext` images, possibly all under one top folder: a table with columns
+/// `image` (the entry's path) and `label`. Every image's header is read, so a file that is not an
+/// image, or is too large, is refused naming the entry.
+fn parse_zip(bytes: &[u8]) -> Result<Table> {
+    let bad = |m: String| Error::invalid(m);
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| bad(format!("the file is not a readable zip: {e}")))?;
+    let mut paths = vec![];
+    for i in 0..archive.len() {
+        let entry = archive
+            .by_index(i)
+            .map_err(|e| bad(format!("zip entry {i} cannot be read: {e}")))?;
+        let name = entry.name().to_owned();
+        let hidden = name
+            .split('/')
+            .any(|seg| seg.starts_with('.') || seg == "__MACOSX");
+        if entry.is_dir() || hidden {
+            continue;
+        }
+        paths.push((i, name));
+    }
+    if paths.is_empty() {
+        return Err(bad("the zip holds no images".to_owned()));
+    }
+    // One folder that holds everything is a wrapper, not a label.
+    let first = paths[0].1.split('/').next().unwrap_or("").to_owned();
+    let wrapped = paths
+        .iter()
+        .all(|(_, p)| p.split('/').count() == 3 && p.starts_with(&format!("{first}/")));
+    let mut rows = vec![];
+    for (i, path) in paths {
+        let parts: Vec<&str> = path.split('/').collect();
+        let parts = if wrapped { &parts[1..] } else { &parts[..] };
+        let [label, file] = parts else {
+            return Err(bad(format!(
+                "zip entry '{path}' is not LABEL/FILE: put each image in a folder named after its label"
+            )));
+        };
+        let ext = file.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        if !ext
+            .as_deref()
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
+        {
+            return Err(bad(format!(
+                "zip entry '{path}' is not an image ({})",
+                IMAGE_EXTENSIONS.join(", ")
+            )));
+        }
+        let mut data = vec![];
+        std::io::Read::read_to_end(
+            &mut archive
+                .by_index(i)
+                .map_err(|e| bad(format!("zip entry '{path}' cannot be read: {e}")))?,
+            &mut data,
+        )
+        .map_err(|e| bad(format!("zip entry '{path}' cannot be read: {e}")))?;
+        let (w, h) = image::ImageReader::new(std::io::Cursor::new(&data))
+            .with_guessed_format()
+            .ok()
+            .and_then(|r| r.into_dimensions().ok())
+            .ok_or_else(|| bad(format!("zip entry '{path}' is not a readable image")))?;
+        if u64::from(w) * u64::from(h) > MAX_DATASET_IMAGE_PIXELS {
+            return Err(bad(format!(
+                "zip entry '{path}' is {w}x{h}, more than {MAX_DATASET_IMAGE_PIXELS} pixels"
+            )));
+        }
+        rows.push(vec![Some(path.clone()), Some((*label).to_owned())]);
+    }
+    Ok(Table {
+        columns: vec!["image".to_owned(), "label".to_owned()],
+        rows,
+        fixed: BTreeMap::from([("image".to_owned(), Kind::Image)]),
+    })
+}
+
 /// Parses `bytes` as `format`.
 pub fn parse(bytes: &[u8], format: FileFormat) -> Result<Table> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
@@ -73,6 +163,7 @@ pub fn parse(bytes: &[u8], format: FileFormat) -> Result<Table> {
     let table = match format {
         FileFormat::Csv => parse_csv(bytes)?,
         FileFormat::Jsonl => parse_jsonl(bytes)?,
+        FileFormat::Zip => parse_zip(bytes)?,
     };
     if table.rows.is_empty() {
         return Err(Error::invalid("the file has a header but no rows"));
@@ -106,7 +197,11 @@ fn parse_csv(bytes: &[u8]) -> Result<Table> {
         }
         rows.push(record.iter().map(cell).collect());
     }
-    Ok(Table { columns, rows })
+    Ok(Table {
+        columns,
+        rows,
+        fixed: BTreeMap::new(),
+    })
 }
 
 fn check_columns(columns: &[String]) -> Result<()> {
@@ -168,7 +263,11 @@ fn parse_jsonl(bytes: &[u8]) -> Result<Table> {
             .collect::<Result<Vec<_>>>()?;
         rows.push(row);
     }
-    Ok(Table { columns, rows })
+    Ok(Table {
+        columns,
+        rows,
+        fixed: BTreeMap::new(),
+    })
 }
 
 fn number(s: &str) -> Option<f64> {
@@ -299,7 +398,7 @@ pub fn profile(
         })?;
     let mut columns = Vec::with_capacity(table.columns.len());
     for (i, name) in table.columns.iter().enumerate() {
-        let kind = match declared.get(name) {
+        let kind = match declared.get(name).or(table.fixed.get(name)) {
             Some(k) => *k,
             None => infer_kind(table, i)?,
         };
@@ -331,6 +430,11 @@ pub fn profile(
             Problem::Classification
         }
         Kind::Numeric => Problem::Regression,
+        Kind::Image => {
+            return Err(Error::invalid(format!(
+                "the target column '{target}' holds images; a target must be labels or numbers"
+            )))
+        }
         Kind::Text => {
             return Err(Error::invalid(format!(
                 "the target column '{target}' holds free text ({} distinct values); a target must be labels or numbers",
@@ -411,7 +515,7 @@ fn column_profile(table: &Table, col: usize, kind: Kind) -> Result<ColumnProfile
             }
         }
         Kind::Categorical => p.counts = Some(counts),
-        Kind::Text => {}
+        Kind::Text | Kind::Image => {}
     }
     Ok(p)
 }

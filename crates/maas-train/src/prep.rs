@@ -109,6 +109,7 @@ pub fn clean(table: &Table, spec: &PrepSpec) -> (Table, Cleaned) {
         Table {
             columns: table.columns.clone(),
             rows,
+            fixed: table.fixed.clone(),
         },
         report,
     )
@@ -405,7 +406,7 @@ impl Pipeline {
                         fill,
                     });
                 }
-                Kind::Text => {}
+                Kind::Text | Kind::Image => {}
             }
         }
         let classes = match profile.problem {

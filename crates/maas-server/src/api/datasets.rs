@@ -39,7 +39,7 @@ pub struct UploadQuery {
     /// The file's name (its extension gives the format when `format` is absent).
     #[serde(default)]
     pub filename: Option<String>,
-    /// `csv` or `jsonl`.
+    /// `csv`, `jsonl` or `zip` (images in one folder per label).
     #[serde(default)]
     pub format: Option<String>,
     /// The column to predict (default: the last).
@@ -78,7 +78,8 @@ fn kinds(raw: Option<&str>) -> Result<BTreeMap<String, Kind>, Error> {
     Ok(out)
 }
 
-/// Upload a CSV (header row) or JSONL file as a new dataset version (deployer). The schema is
+/// Upload a CSV (header row), JSONL, or a zip of images in one folder per label as a new
+/// dataset version (deployer). The schema is
 /// inferred and every column profiled first; a file that cannot be read is refused with the line
 /// and column at fault, and nothing is stored.
 #[utoipa::path(post, path = "/api/v1/datasets", tag = "datasets", params(UploadQuery),
@@ -104,14 +105,15 @@ async fn upload(
     let format = match (q.format.as_deref(), q.filename.as_deref()) {
         (Some("csv"), _) => FileFormat::Csv,
         (Some("jsonl"), _) => FileFormat::Jsonl,
+        (Some("zip"), _) => FileFormat::Zip,
         (Some(other), _) => {
             return Err(
-                Error::invalid(format!("format must be csv or jsonl, got '{other}'")).into(),
+                Error::invalid(format!("format must be csv, jsonl or zip, got '{other}'")).into(),
             )
         }
         (None, Some(f)) => FileFormat::from_name(f).ok_or_else(|| {
             Error::invalid(format!(
-                "cannot tell the format of '{f}' (expected .csv or .jsonl); pass format"
+                "cannot tell the format of '{f}' (expected .csv, .jsonl or .zip); pass format"
             ))
         })?,
         (None, None) => FileFormat::Csv,
@@ -132,6 +134,7 @@ async fn upload(
         format: match format {
             FileFormat::Csv => "csv",
             FileFormat::Jsonl => "jsonl",
+            FileFormat::Zip => "zip",
         }
         .to_owned(),
         digest,
