@@ -690,6 +690,91 @@ fn a_training_run_killed_with_sigkill_resumes_from_its_checkpoint() {
 }
 
 #[test]
+fn sigterm_interrupts_a_followed_run_and_a_cancelled_one_forgets_its_checkpoint() {
+    let data = tempfile::tempdir().unwrap();
+    let mut s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    let digits = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/datasets/digits.csv"
+    );
+    s.json(
+        ADMIN_KEY,
+        &["datasets", "upload", digits, "--name", "digits"],
+    );
+    let spec = data.path().join("long.json");
+    std::fs::write(&spec, r#"{"epochs": 100000, "mlp": {"hidden": [64]}}"#).unwrap();
+    let run = s.json(
+        ADMIN_KEY,
+        &[
+            "train",
+            "--dataset",
+            "digits",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--detach",
+        ],
+    );
+    let id = run["id"].as_str().unwrap().to_owned();
+    // Someone follows the run: its event stream stays open while the run trains.
+    let watcher = Command::new(bin())
+        .args(["runs", "watch", &id])
+        .env("MAAS_URL", &s.url)
+        .env("MAAS_API_KEY", ADMIN_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while s.json(ADMIN_KEY, &["runs", "show", &id])["epochs_done"].as_i64() < Some(2) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    // The server must stop after the run's current epoch, not when the run would have ended.
+    let mut stopped = None;
+    for _ in 0..600 {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            stopped = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(status) = stopped else {
+        s.child.kill().unwrap();
+        panic!("maas serve did not stop on SIGTERM while a run was followed");
+    };
+    assert!(status.success(), "{status:?}");
+    let watched = watcher.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&watched.stderr);
+    assert!(
+        !watched.status.success() && err.contains("is interrupted"),
+        "{err}"
+    );
+    assert!(data
+        .path()
+        .join("runs")
+        .join(&id)
+        .join("checkpoint.safetensors")
+        .is_file());
+
+    let s = start(data.path(), Some(ADMIN_KEY)).unwrap();
+    assert_eq!(
+        s.json(ADMIN_KEY, &["runs", "show", &id])["state"],
+        "interrupted"
+    );
+    s.json(ADMIN_KEY, &["runs", "cancel", &id]);
+    assert_eq!(
+        s.json(ADMIN_KEY, &["runs", "show", &id])["state"],
+        "cancelled"
+    );
+    assert!(!data.path().join("runs").join(&id).exists());
+    let out = s.maas(ADMIN_KEY, &["train", "--resume", &id]);
+    assert_one_line_error(&out, "only an interrupted run can resume");
+    s.kill();
+}
+
+#[test]
 fn chat_embed_and_the_serving_commands() {
     let data = tempfile::tempdir().unwrap();
     let s = start(data.path(), Some(ADMIN_KEY)).unwrap();

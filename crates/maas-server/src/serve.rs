@@ -187,11 +187,16 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         out.flush()?;
     }
     let runs = state.runs.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Training stops after its current epoch and stays resumable. This comes before the
+        // server waits for open connections: a client following a run holds its event stream
+        // open until the run ends.
+        runs.interrupt_all(std::time::Duration::from_secs(30)).await;
+    };
     axum::serve(listener, crate::app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
-    // Training stops after its current epoch and stays resumable.
-    runs.interrupt_all(std::time::Duration::from_secs(30)).await;
     registry.close().await;
     drop(lock);
     Ok(())
