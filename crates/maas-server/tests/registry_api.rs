@@ -522,8 +522,14 @@ async fn openapi_document_lists_the_api() {
         "/api/v1/keys",
         "/api/v1/audit/verify",
         "/api/v1/blobs/{digest}",
+        "/api/v1/datasets",
+        "/api/v1/runs",
+        "/api/v1/runs/{id}/events",
+        "/api/v1/runs/{id}/resume",
+        "/api/v1/evaluations",
     ] {
         assert!(paths.contains_key(p), "missing {p}");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["Run"].is_object());
 }
