@@ -33,14 +33,6 @@ struct PredictRequest {
     texts: Option<Vec<String>>,
 }
 
-fn number_text(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{}", x as i64)
-    } else {
-        x.to_string()
-    }
-}
-
 /// One input tensor per signature input, built from the rows' cells.
 pub fn tensors(
     version: &ModelVersion,
@@ -112,7 +104,8 @@ pub fn tensors(
                             None | Some(Value::Null) => Ok(vec![]),
                             Some(Value::String(s)) => Ok(s.clone().into_bytes()),
                             Some(Value::Number(n)) => {
-                                Ok(number_text(n.as_f64().unwrap_or(0.0)).into_bytes())
+                                Ok(maas_train::prep::number_text(n.as_f64().unwrap_or(0.0))
+                                    .into_bytes())
                             }
                             Some(Value::Bool(b)) => Ok(b.to_string().into_bytes()),
                             Some(other) => {

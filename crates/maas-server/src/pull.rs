@@ -245,20 +245,10 @@ async fn with_signature(
         .await
         .map_err(|e| Error::internal(format!("ONNX inspection failed: {e}")))?
         .map_err(|e| Error::invalid(format!("{name}: tract cannot load this ONNX graph: {e}")))?;
-    let tensors = |specs: &[maas_engine::TensorSpec]| -> serde_json::Value {
-        specs
-            .iter()
-            .map(|t| serde_json::json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
-            .collect()
-    };
     if let serde_json::Value::Object(m) = &mut detected.metadata {
         m.insert(
             "signature".to_owned(),
-            serde_json::json!({
-                "inputs": tensors(&signature.inputs),
-                "outputs": tensors(&signature.outputs),
-                "optimizer_error": signature.optimizer_error,
-            }),
+            crate::serving::signature_to_metadata(&signature),
         );
     }
     Ok(detected)

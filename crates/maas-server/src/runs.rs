@@ -451,16 +451,10 @@ async fn register(
             input.shape = vec![-1];
         }
     }
-    let tensors = |specs: &[maas_engine::TensorSpec]| -> serde_json::Value {
-        specs
-            .iter()
-            .map(|t| serde_json::json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
-            .collect()
-    };
     let mut sizes = vec![outcome.pipeline.width()];
     sizes.extend(outcome.network.layers.iter().map(|l| l.outputs));
     let metadata = serde_json::json!({
-        "signature": {"inputs": tensors(&signature.inputs), "outputs": tensors(&signature.outputs)},
+        "signature": crate::serving::signature_to_metadata(&signature),
         "classes": outcome.pipeline.classes,
         "target": outcome.pipeline.target,
         "architecture": {"kind": "mlp", "sizes": sizes, "activation": outcome.network.activation},

@@ -300,6 +300,23 @@ impl ServingConfig {
 }
 
 /// The signature kept in a version's metadata.
+/// A signature as version metadata keeps it (`metadata.signature`), for the Open Inference
+/// Protocol's model metadata and for checks before a model is loaded.
+pub fn signature_to_metadata(signature: &Signature) -> serde_json::Value {
+    let tensors = |specs: &[maas_engine::TensorSpec]| -> serde_json::Value {
+        specs
+            .iter()
+            .map(|t| serde_json::json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
+            .collect()
+    };
+    serde_json::json!({
+        "inputs": tensors(&signature.inputs),
+        "outputs": tensors(&signature.outputs),
+        "optimizer_error": signature.optimizer_error,
+    })
+}
+
+/// Reads back what [`signature_to_metadata`] wrote (`metadata.signature`).
 pub fn signature_from_metadata(metadata: &serde_json::Value) -> Option<Signature> {
     let sig = metadata.get("signature")?;
     let specs = |key: &str| -> Option<Vec<maas_engine::TensorSpec>> {

@@ -231,7 +231,7 @@ pub enum Value {
 pub type Encoded = BTreeMap<String, HashMap<String, Vec<f32>>>;
 
 /// A number as a category name: integers without a fraction (`3`, not `3.0`).
-fn number_text(x: f64) -> String {
+pub fn number_text(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() < 1e15 {
         format!("{}", x as i64)
     } else {
