@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::{EngineError, Tensor, TensorData};
+use crate::{EngineError, Signature, Tensor, TensorData, TensorModel};
 
 /// Runs a model once on a list of inputs (in graph order).
 pub type RunFn = dyn Fn(Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> + Send + Sync;
@@ -277,6 +277,37 @@ fn split(outputs: &[Tensor], batch: &[Job]) -> Result<Vec<Vec<Tensor>>, EngineEr
         }
     }
     Ok(parts)
+}
+
+/// A tensor model served through a [`TensorBatcher`]: each request's inputs are checked against
+/// the signature and put in its order, then queued to be run (alone or with others).
+pub struct BatchedModel {
+    signature: Signature,
+    batcher: TensorBatcher,
+}
+
+impl BatchedModel {
+    /// Starts the batcher's workers for `run`.
+    pub fn new(
+        name: &str,
+        signature: Signature,
+        run: Arc<RunFn>,
+        policy: BatchPolicy,
+    ) -> Result<Self, EngineError> {
+        let batcher = TensorBatcher::new(name, run, policy, signature.batchable())?;
+        Ok(Self { signature, batcher })
+    }
+}
+
+impl TensorModel for BatchedModel {
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        let inputs = self.signature.arrange(inputs)?;
+        self.batcher.infer(inputs)
+    }
 }
 
 #[cfg(test)]

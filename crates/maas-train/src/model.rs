@@ -7,13 +7,13 @@
 //! NaN for missing; categories as BYTES `[-1]`, empty for missing), and returns `label` (BYTES) and `probabilities`
 //! (FP32 `[-1, classes]`) for a classifier, or `value` (FP32 `[-1]`) for a regressor.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use maas_core::{Error, Format, Result, Task};
-use maas_engine::batch::{BatchPolicy, TensorBatcher};
+use maas_engine::batch::{BatchPolicy, BatchedModel};
 use maas_engine::{
-    Engine, EngineError, LoadSpec, LoadedModel, Signature, Tensor, TensorData, TensorModel,
-    TensorSpec,
+    Engine, EngineError, LoadSpec, LoadedModel, Signature, Tensor, TensorData, TensorSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -181,9 +181,11 @@ impl ServedModel {
         }
         let width = self.model.pipeline.width();
         let mut x = Vec::with_capacity(rows * width);
+        // Looked up once per request, not once per cell.
+        let by_name: HashMap<&str, &Tensor> = inputs.iter().map(|t| (t.name.as_str(), t)).collect();
         for r in 0..rows {
             let cell = |column: &str| -> Value {
-                let Some(t) = inputs.iter().find(|t| t.name == column) else {
+                let Some(t) = by_name.get(column) else {
                     return Value::Missing;
                 };
                 match &t.data {
@@ -242,22 +244,6 @@ fn softmax(logits: &[f32]) -> Vec<f32> {
     exp.iter().map(|e| e / sum).collect()
 }
 
-struct Batched {
-    signature: Signature,
-    batcher: TensorBatcher,
-}
-
-impl TensorModel for Batched {
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn infer(&self, inputs: Vec<Tensor>) -> std::result::Result<Vec<Tensor>, EngineError> {
-        let inputs = self.signature.arrange(inputs)?;
-        self.batcher.infer(inputs)
-    }
-}
-
 /// Serves models trained by maas (format `maas`).
 pub struct TrainedEngine;
 
@@ -289,14 +275,14 @@ impl Engine for TrainedEngine {
             max_wait: spec.batching.max_wait,
             workers: spec.threads.max(1),
         };
-        let batcher = TensorBatcher::new(
+        let model = BatchedModel::new(
             "trained",
+            signature,
             Arc::new(move |inputs| run.run(inputs)),
             policy,
-            signature.batchable(),
         )?;
         Ok(LoadedModel {
-            tensor: Some(Arc::new(Batched { signature, batcher })),
+            tensor: Some(Arc::new(model)),
             memory_bytes: bytes.len() as u64,
             ..LoadedModel::default()
         })
