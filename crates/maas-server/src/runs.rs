@@ -238,12 +238,15 @@ pub async fn encoder_version(state: &AppState, name: &str) -> Result<maas_core::
 /// Texts to embed in one call.
 const EMBED_CHUNK: usize = 64;
 
-/// Embeds `texts` with the loaded `version`, in chunks, off the async runtime.
+/// Embeds `texts` with the loaded `version`, in chunks, off the async runtime. It holds a place
+/// in the encoder's queue as `/v1/embeddings` requests do, so its bound (429) holds for text
+/// classifiers too.
 pub async fn embed(
     state: &AppState,
     version: &maas_core::ModelVersion,
     texts: Vec<String>,
 ) -> Result<Vec<Vec<f32>>> {
+    let permit = state.models.enqueue(version)?;
     let loaded = state
         .models
         .get(version, maas_core::Task::Embedding)
@@ -253,6 +256,7 @@ pub async fn embed(
         .clone()
         .ok_or_else(|| Error::invalid(format!("model '{}' cannot embed text", version.model)))?;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(EMBED_CHUNK) {
             let e = embedder
