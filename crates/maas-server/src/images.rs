@@ -110,18 +110,23 @@ async fn read_request(state: &AppState, req: Request) -> Result<ClassifyRequest,
     let Json(body) = Json::<JsonRequest>::from_request(req, state)
         .await
         .map_err(|e| OaiError::invalid("image", e.body_text()))?;
-    let encoded = match body.image.split_once(";base64,") {
-        Some((prefix, data)) if prefix.starts_with("data:") => data,
-        _ => body.image.as_str(),
-    };
-    let image = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|e| OaiError::invalid("image", format!("image is not valid base64: {e}")))?;
+    let image = from_base64(&body.image).map_err(|e| OaiError::invalid("image", e))?;
     Ok(ClassifyRequest {
         model: body.model,
         image,
         top_k: top_k(body.top_k)?,
     })
+}
+
+/// An image file sent as base64 (a `data:image/...;base64,` prefix is allowed).
+pub fn from_base64(text: &str) -> Result<Vec<u8>, String> {
+    let encoded = match text.split_once(";base64,") {
+        Some((prefix, data)) if prefix.starts_with("data:") => data,
+        _ => text,
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|e| format!("must be an image file in base64: {e}"))
 }
 
 fn softmax(scores: &mut [f32]) {
@@ -147,6 +152,67 @@ async fn classify(
     who.require_model(&r.name)?;
     let task: Task = state.registry.get_model(&r.name).await?.task;
     let version = state.registry.resolve(&r).await?;
+    let (scores, labels) = match version.format {
+        maas_core::Format::Maas => trained_scores(&state, &version, task, req.image).await?,
+        _ => pulled_scores(&state, &version, task, req.image).await?,
+    };
+    let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let predictions: Vec<Value> = ranked
+        .into_iter()
+        .take(req.top_k)
+        .map(|(index, score)| {
+            let label = labels
+                .as_ref()
+                .and_then(|l| l.get(index).cloned())
+                .unwrap_or_else(|| index.to_string());
+            json!({"label": label, "index": index, "score": score})
+        })
+        .collect();
+    Ok(Json(json!({
+        "model": version.model,
+        "version": version.version,
+        "predictions": predictions,
+    })))
+}
+
+/// Class probabilities of a model trained by maas on images: the file goes in as is, and the
+/// model decodes it exactly as its training images were.
+async fn trained_scores(
+    state: &AppState,
+    version: &maas_core::ModelVersion,
+    task: Task,
+    image: Vec<u8>,
+) -> Result<(Vec<f32>, Option<Vec<String>>), OaiError> {
+    let Some(column) = version.metadata["image"]["column"].as_str() else {
+        return Err(OaiError::invalid(
+            "model",
+            format!("model '{}' was not trained on images", version.model),
+        ));
+    };
+    let tensor = maas_engine::Tensor::new(column, vec![1], TensorData::Bytes(vec![image]))
+        .map_err(|e| OaiError::invalid("file", e.to_string()))?;
+    let outputs = crate::v2::run_tensors(state, version, task, vec![tensor])
+        .await
+        .map_err(|e| e.into_oai())?;
+    let probabilities = outputs
+        .into_iter()
+        .find(|t| t.name == "probabilities")
+        .ok_or_else(|| maas_core::Error::internal("the model returned no probabilities"))?;
+    let TensorData::F32(scores) = probabilities.data else {
+        return Err(maas_core::Error::internal("the probabilities are not FP32").into());
+    };
+    let labels = serde_json::from_value(version.metadata["classes"].clone()).ok();
+    Ok((scores, labels))
+}
+
+/// Scores of a pulled image model, its input prepared by the preprocessing saved at pull time.
+async fn pulled_scores(
+    state: &AppState,
+    version: &maas_core::ModelVersion,
+    task: Task,
+    image: Vec<u8>,
+) -> Result<(Vec<f32>, Option<Vec<String>>), OaiError> {
     let not_image = || {
         OaiError::invalid(
             "model",
@@ -168,7 +234,7 @@ async fn classify(
         .ok_or_else(not_image)?;
 
     let (input, preprocess) = (image_model.input.clone(), image_model.preprocess.clone());
-    let bytes = req.image;
+    let bytes = image;
     let tensor = tokio::task::spawn_blocking(move || {
         maas_engine::vision::image_tensor(&input, &bytes, &preprocess)
     })
@@ -176,7 +242,7 @@ async fn classify(
     .map_err(|e| maas_core::Error::internal(format!("image decoding crashed: {e}")))?
     .map_err(|e| OaiError::invalid("file", e.to_string()))?;
 
-    let outputs = crate::v2::run_tensors(&state, &version, task, vec![tensor])
+    let outputs = crate::v2::run_tensors(state, version, task, vec![tensor])
         .await
         .map_err(|e| e.into_oai())?;
     let scores = outputs
@@ -198,25 +264,7 @@ async fn classify(
     if image_model.softmax {
         softmax(&mut scores);
     }
-    let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let predictions: Vec<Value> = ranked
-        .into_iter()
-        .take(req.top_k)
-        .map(|(index, score)| {
-            let label = image_model
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(index).cloned())
-                .unwrap_or_else(|| index.to_string());
-            json!({"label": label, "index": index, "score": score})
-        })
-        .collect();
-    Ok(Json(json!({
-        "model": version.model,
-        "version": version.version,
-        "predictions": predictions,
-    })))
+    Ok((scores, image_model.labels.clone()))
 }
 
 #[cfg(test)]

@@ -76,6 +76,8 @@ pub fn tensors(
     let bad = |i: usize, column: &str, what: String| {
         OaiError::invalid("rows", format!("rows[{i}].{column}: {what}"))
     };
+    // An image column's cell is the file in base64, as `/v1/images/classify` takes it.
+    let image_column = version.metadata["image"]["column"].as_str();
     signature
         .inputs
         .iter()
@@ -102,6 +104,9 @@ pub fn tensors(
                         .enumerate()
                         .map(|(i, row)| match row.get(column) {
                             None | Some(Value::Null) => Ok(vec![]),
+                            Some(Value::String(s)) if image_column == Some(column) => {
+                                crate::images::from_base64(s).map_err(|e| bad(i, column, e))
+                            }
                             Some(Value::String(s)) => Ok(s.clone().into_bytes()),
                             Some(Value::Number(n)) => {
                                 Ok(maas_train::prep::number_text(n.as_f64().unwrap_or(0.0))

@@ -312,6 +312,38 @@ async fn encode_texts(
     Ok((encoded, info))
 }
 
+/// The dataset's image column (an image zip's `image`), if it has one.
+pub fn image_column(profile: &dataset::Profile) -> Option<&str> {
+    profile
+        .columns
+        .iter()
+        .find(|c| c.kind == Kind::Image && c.name != profile.target)
+        .map(|c| c.name.as_str())
+}
+
+/// Every image of an image dataset as the network's input pixels, sized as `spec` says (or as
+/// the images are), off the async runtime.
+async fn encode_images(
+    state: &AppState,
+    dv: &maas_core::DatasetVersion,
+    spec: &maas_train::images::ImageSpec,
+    column: &str,
+) -> Result<(
+    std::collections::HashMap<String, Vec<f32>>,
+    serde_json::Value,
+)> {
+    let bytes = state.artifacts.get_verified(&dv.digest).await?;
+    let spec = spec.clone();
+    let (size, channels, pixels) = tokio::task::spawn_blocking(move || {
+        let files = dataset::zip_images(&bytes)?;
+        maas_train::images::encode_all(&files, &spec)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("decoding the images crashed: {e}")))??;
+    let info = serde_json::json!({"column": column, "channels": channels, "size": size});
+    Ok((pixels, info))
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
@@ -365,9 +397,17 @@ async fn drive(
     let dataset_name = ModelName::parse(&run.dataset)?;
     let (dv, table, profile) = load_dataset(&state, &dataset_name, run.dataset_version).await?;
 
-    let (encoded, encoder) = match &spec.encoder {
+    let (mut encoded, encoder) = match &spec.encoder {
         Some(name) => encode_texts(&state, name, &table, &profile).await?,
         None => (Encoded::new(), serde_json::Value::Null),
+    };
+    let image = match image_column(&profile) {
+        Some(column) => {
+            let (pixels, info) = encode_images(&state, &dv, &spec.image, column).await?;
+            encoded.insert(column.to_owned(), pixels);
+            info
+        }
+        None => serde_json::Value::Null,
     };
     let (events, mut inbox) = mpsc::unbounded_channel();
     let checkpoint = runs.checkpoint_path(&run.id);
@@ -427,7 +467,7 @@ async fn drive(
     let Ending::Finished(outcome) = ending else {
         return Ok((ending, serde_json::Value::Null));
     };
-    let result = register(&state, &run, &spec, &dv, &outcome, encoder).await?;
+    let result = register(&state, &run, &spec, &dv, &outcome, encoder, image).await?;
     Ok((Ending::Finished(outcome), result))
 }
 
@@ -439,6 +479,7 @@ async fn register(
     dv: &maas_core::DatasetVersion,
     outcome: &Outcome,
     encoder: serde_json::Value,
+    image: serde_json::Value,
 ) -> Result<serde_json::Value> {
     let model = TrainedModel {
         pipeline: outcome.pipeline.clone(),
@@ -455,15 +496,27 @@ async fn register(
             input.shape = vec![-1];
         }
     }
-    let mut sizes = vec![outcome.pipeline.width()];
-    sizes.extend(outcome.network.layers.iter().map(|l| l.outputs));
+    let net = &outcome.network;
+    let mut sizes: Vec<usize> = net.layers.first().map(|l| l.inputs).into_iter().collect();
+    sizes.extend(net.layers.iter().map(|l| l.outputs));
+    let architecture = match net.convs.is_empty() {
+        true => serde_json::json!({"kind": "mlp", "sizes": sizes, "activation": net.activation}),
+        false => serde_json::json!({
+            "kind": "cnn",
+            "input": net.image,
+            "convs": net.convs.iter().map(|c| serde_json::json!({"channels": c.outputs, "kernel": c.kernel})).collect::<Vec<_>>(),
+            "sizes": sizes,
+            "activation": net.activation,
+        }),
+    };
     let metadata = serde_json::json!({
         "signature": crate::serving::signature_to_metadata(&signature),
         "classes": outcome.pipeline.classes,
         "target": outcome.pipeline.target,
-        "architecture": {"kind": "mlp", "sizes": sizes, "activation": outcome.network.activation},
+        "architecture": architecture,
         "pipeline": outcome.pipeline,
         "encoder": encoder,
+        "image": image,
     });
     let new = NewVersion {
         model: ModelName::parse(&run.model)?,

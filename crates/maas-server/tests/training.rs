@@ -659,3 +659,216 @@ async fn evaluations_score_a_version_on_a_dataset_and_are_kept() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// digits.csv as 8x8 grey PNGs in `digits/LABEL/` folders: (path, file) pairs and the zip.
+fn digit_zip() -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
+    let text = String::from_utf8(dataset("digits.csv")).unwrap();
+    let files: Vec<(String, Vec<u8>)> = text
+        .lines()
+        .skip(1)
+        .enumerate()
+        .map(|(i, line)| {
+            let cells: Vec<&str> = line.split(',').collect();
+            let pixels: Vec<u8> = cells[..64]
+                .iter()
+                .map(|v| (v.parse::<f32>().unwrap() * 15.9) as u8)
+                .collect();
+            let img = image::GrayImage::from_raw(8, 8, pixels).unwrap();
+            let mut png = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+            (format!("digits/{}/{i:04}.png", cells[64]), png.into_inner())
+        })
+        .collect();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in &files {
+        zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut zip, bytes).unwrap();
+    }
+    (files, zip.finish().unwrap().into_inner())
+}
+
+#[tokio::test]
+async fn a_cnn_trains_on_an_image_zip_and_classifies_image_files() {
+    use base64::Engine as _;
+    let app = spawn_app().await;
+    let (files, zip) = digit_zip();
+    let resp = app
+        .req(
+            Method::POST,
+            "/api/v1/datasets?name=glyphs&filename=glyphs.zip",
+            ADMIN_KEY,
+        )
+        .body(zip)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let run = start(
+        &app,
+        json!({"dataset": "glyphs", "model": "glyph-cnn", "spec": {
+            "cnn": {"channels": [16, 32]}, "mlp": {"hidden": [64]}, "epochs": 30,
+            "optimizer": {"lr": 0.003}, "schedule": {"kind": "cosine"}}}),
+    )
+    .await;
+    let done = wait_for(&app, run["id"].as_str().unwrap(), |r| {
+        r["state"] != "queued" && r["state"] != "running"
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let accuracy = done["result"]["test_metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.97, "digit images test accuracy {accuracy}");
+
+    let (_, version) = app
+        .get("/api/v1/models/glyph-cnn/versions/1", ADMIN_KEY)
+        .await;
+    assert_eq!(version["format"], "maas");
+    assert_eq!(
+        version["metadata"]["architecture"]["kind"], "cnn",
+        "{version}"
+    );
+    assert_eq!(
+        version["metadata"]["image"],
+        json!({"column": "image", "channels": 1, "size": 8})
+    );
+    let (_, model) = app.get("/api/v1/models/glyph-cnn", ADMIN_KEY).await;
+    assert_eq!(model["task"], "image-classification");
+
+    // /v1/images/classify takes the file (multipart or base64) and ranks the folders' labels.
+    let (path, png) = &files[10];
+    let label = path.split('/').nth(1).unwrap();
+    let (status, out) = app
+        .call(
+            Method::POST,
+            "/v1/images/classify",
+            ADMIN_KEY,
+            Some(json!({"model": "glyph-cnn", "image": base64::engine::general_purpose::STANDARD.encode(png), "top_k": 3})),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["predictions"].as_array().unwrap().len(), 3);
+    assert_eq!(out["predictions"][0]["label"], label, "{out}");
+    let form = reqwest::multipart::Form::new()
+        .text("model", "glyph-cnn")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(png.clone()).file_name("x.png"),
+        );
+    let resp = app
+        .req(Method::POST, "/v1/images/classify", ADMIN_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let multipart: Value = resp.json().await.unwrap();
+    assert_eq!(multipart["predictions"][0], out["predictions"][0]);
+
+    // /v1/predict takes rows whose image cell is the file in base64.
+    let rows: Vec<Value> = files[..20]
+        .iter()
+        .map(|(_, f)| json!({"image": base64::engine::general_purpose::STANDARD.encode(f)}))
+        .collect();
+    let (status, p) = app
+        .call(
+            Method::POST,
+            "/v1/predict/glyph-cnn",
+            ADMIN_KEY,
+            Some(json!({"rows": rows})),
+        )
+        .await;
+    assert_eq!(status, 200, "{p}");
+    let right = p["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&files)
+        .filter(|(p, (path, _))| Some(path.split('/').nth(1).unwrap()) == p["label"].as_str())
+        .count();
+    assert!(right >= 19, "{right} of 20: {p}");
+
+    // /v2 takes the file as a BYTES element (binary extension: 4-byte length, then the bytes).
+    let mut raw = (png.len() as u32).to_le_bytes().to_vec();
+    raw.extend_from_slice(png);
+    let header = json!({
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": raw.len()}}],
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&raw);
+    let resp = app
+        .req(Method::POST, "/v2/models/glyph-cnn/infer", ADMIN_KEY)
+        .header("Inference-Header-Content-Length", header.len())
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v2: Value = resp.json().await.unwrap();
+    assert_eq!(v2["outputs"][0]["data"][0], label, "{v2}");
+
+    // The whole dataset, evaluated from its zip.
+    let (status, ev) = app
+        .call(
+            Method::POST,
+            "/api/v1/evaluations?wait=true",
+            ADMIN_KEY,
+            Some(json!({"model": "glyph-cnn", "dataset": "glyphs"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{ev}");
+    assert_eq!(ev["evaluation"]["rows"], 1797);
+    assert!(
+        ev["evaluation"]["metrics"]["accuracy"].as_f64().unwrap() >= 0.97,
+        "{ev}"
+    );
+
+    // A file that is not an image is a 400 naming it, on every route.
+    let (status, e) = app
+        .call(
+            Method::POST,
+            "/v1/images/classify",
+            ADMIN_KEY,
+            Some(json!({"model": "glyph-cnn", "image": base64::engine::general_purpose::STANDARD.encode(b"not a picture")})),
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("image"),
+        "{e}"
+    );
+    let (status, e) = app
+        .call(
+            Method::POST,
+            "/v1/predict/glyph-cnn",
+            ADMIN_KEY,
+            Some(json!({"rows": [{"image": "%%%"}]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rows[0].image"),
+        "{e}"
+    );
+    // Image settings are checked before a run starts.
+    let (status, e) = app
+        .call(
+            Method::POST,
+            "/api/v1/runs",
+            ADMIN_KEY,
+            Some(json!({"dataset": "glyphs", "spec": {"cnn": {"kernel": 2}}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cnn.kernel"),
+        "{e}"
+    );
+}

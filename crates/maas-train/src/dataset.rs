@@ -93,10 +93,7 @@ fn parse_zip(bytes: &[u8]) -> Result<Table> {
             .by_index(i)
             .map_err(|e| bad(format!("zip entry {i} cannot be read: {e}")))?;
         let name = entry.name().to_owned();
-        let hidden = name
-            .split('/')
-            .any(|seg| seg.starts_with('.') || seg == "__MACOSX");
-        if entry.is_dir() || hidden {
+        if entry.is_dir() || hidden(&name) {
             continue;
         }
         paths.push((i, name));
@@ -151,8 +148,40 @@ fn parse_zip(bytes: &[u8]) -> Result<Table> {
     Ok(Table {
         columns: vec!["image".to_owned(), "label".to_owned()],
         rows,
-        fixed: BTreeMap::from([("image".to_owned(), Kind::Image)]),
+        // A folder per label: the labels are classes even when they are numbers.
+        fixed: BTreeMap::from([
+            ("image".to_owned(), Kind::Image),
+            ("label".to_owned(), Kind::Categorical),
+        ]),
     })
+}
+
+/// The image files of an image dataset's zip, by the path its `image` column holds.
+pub fn zip_images(bytes: &[u8]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let bad = |m: String| Error::invalid(m);
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| bad(format!("the file is not a readable zip: {e}")))?;
+    let mut files = BTreeMap::new();
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| bad(format!("zip entry {i} cannot be read: {e}")))?;
+        let name = entry.name().to_owned();
+        if entry.is_dir() || hidden(&name) {
+            continue;
+        }
+        let mut data = vec![];
+        std::io::Read::read_to_end(&mut entry, &mut data)
+            .map_err(|e| bad(format!("zip entry '{name}' cannot be read: {e}")))?;
+        files.insert(name, data);
+    }
+    Ok(files)
+}
+
+/// Entries a zip tool adds that are not part of the data (`.DS_Store`, `__MACOSX/`).
+fn hidden(name: &str) -> bool {
+    name.split('/')
+        .any(|seg| seg.starts_with('.') || seg == "__MACOSX")
 }
 
 /// Parses `bytes` as `format`.

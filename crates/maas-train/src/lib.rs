@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod dataset;
+pub mod images;
 pub mod metrics;
 pub mod model;
 pub mod prep;

@@ -4,7 +4,8 @@
 //! header (`__metadata__["maas"]`) with the architecture and the fitted preprocessing pipeline,
 //! so serving applies exactly the transform training fitted. Served through the Open Inference
 //! Protocol, a model takes one tensor per input column, named after it (numbers as FP32 `[-1]`,
-//! NaN for missing; categories as BYTES `[-1]`, empty for missing), and returns `label` (BYTES) and `probabilities`
+//! NaN for missing; categories as BYTES `[-1]`, empty for missing; images as BYTES `[-1]`, one
+//! PNG, JPEG or WebP file each), and returns `label` (BYTES) and `probabilities`
 //! (FP32 `[-1, classes]`) for a classifier, or `value` (FP32 `[-1]`) for a regressor.
 
 use std::collections::HashMap;
@@ -29,6 +30,12 @@ struct Header {
     kind: String,
     /// `(outputs, inputs)` of each layer.
     layers: Vec<(usize, usize)>,
+    /// `(outputs, inputs, kernel)` of each convolution before them.
+    #[serde(default)]
+    convs: Vec<(usize, usize, usize)>,
+    /// Channels and side of the image the convolutions read.
+    #[serde(default)]
+    image: Option<(usize, usize)>,
     activation: String,
     pipeline: Pipeline,
     /// The maas version that trained it.
@@ -51,14 +58,12 @@ fn bad(m: impl Into<String>) -> EngineError {
 impl TrainedModel {
     /// The model file's bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let shapes = self.network.shapes();
         let header = Header {
             kind: KIND.to_owned(),
-            layers: self
-                .network
-                .layers
-                .iter()
-                .map(|l| (l.outputs, l.inputs))
-                .collect(),
+            layers: shapes.layers,
+            convs: shapes.convs,
+            image: shapes.image,
             activation: self.network.activation.clone(),
             pipeline: self.pipeline.clone(),
             maas_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -84,15 +89,17 @@ impl TrainedModel {
                 header.activation
             )));
         }
-        let width = header.pipeline.width();
-        let chained = header.layers.windows(2).all(|w| w[0].0 == w[1].1);
-        if header.layers.first().map(|l| l.1) != Some(width) || !chained {
+        let shapes = train::Shapes {
+            convs: header.convs,
+            image: header.image,
+            layers: header.layers,
+        };
+        if !shapes.fits(header.pipeline.width()) {
             return Err(Error::invalid(
                 "the model's layers do not fit its pipeline or each other",
             ));
         }
-        let network =
-            train::network_from(&mut tensors, "layers", &header.layers, &header.activation)?;
+        let network = train::network_from(&mut tensors, "layers", &shapes, &header.activation)?;
         Ok(TrainedModel {
             pipeline: header.pipeline,
             network,
@@ -102,11 +109,29 @@ impl TrainedModel {
     /// The task it serves.
     pub fn task(&self) -> Task {
         let text = !self.embedded_columns().is_empty();
-        match (&self.pipeline.classes, text) {
-            (Some(_), true) => Task::TextClassification,
-            (Some(_), false) => Task::TabularClassification,
-            (None, _) => Task::TabularRegression,
+        let image = !self.image_columns().is_empty();
+        match (&self.pipeline.classes, text, image) {
+            (Some(_), _, true) => Task::ImageClassification,
+            (Some(_), true, _) => Task::TextClassification,
+            (Some(_), false, false) => Task::TabularClassification,
+            (None, _, _) => Task::TabularRegression,
         }
+    }
+
+    /// The image columns it reads, with their channels and side.
+    pub fn image_columns(&self) -> Vec<(String, usize, usize)> {
+        self.pipeline
+            .features
+            .iter()
+            .filter_map(|f| match f {
+                Feature::Image {
+                    column,
+                    channels,
+                    size,
+                } => Some((column.clone(), *channels, *size)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The text columns it reads as embeddings, with their length.
@@ -137,6 +162,7 @@ impl TrainedModel {
                 Feature::Numeric { column, .. } => spec(column, "FP32", vec![-1]),
                 Feature::OneHot { column, .. } => spec(column, "BYTES", vec![-1]),
                 Feature::Embedding { column, dims } => spec(column, "FP32", vec![-1, *dims as i64]),
+                Feature::Image { column, .. } => spec(column, "BYTES", vec![-1]),
             })
             .collect();
         let outputs = match &self.pipeline.classes {
@@ -183,8 +209,23 @@ impl ServedModel {
         let mut x = Vec::with_capacity(rows * width);
         // Looked up once per request, not once per cell.
         let by_name: HashMap<&str, &Tensor> = inputs.iter().map(|t| (t.name.as_str(), t)).collect();
+        let images = self.model.image_columns();
         for r in 0..rows {
+            // Image files are decoded to pixels as training decoded them.
+            let mut pixels = HashMap::new();
+            for (column, channels, size) in &images {
+                if let Some(TensorData::Bytes(v)) = by_name.get(column.as_str()).map(|t| &t.data) {
+                    if !v[r].is_empty() {
+                        let p = crate::images::pixels(&v[r], *channels, *size)
+                            .map_err(|e| bad(format!("row {r}: '{column}': {}", e.message)))?;
+                        pixels.insert(column.as_str(), p);
+                    }
+                }
+            }
             let cell = |column: &str| -> Value {
+                if let Some(p) = pixels.get(column) {
+                    return Value::Vector(p.clone());
+                }
                 let Some(t) = by_name.get(column) else {
                     return Value::Missing;
                 };
@@ -259,6 +300,7 @@ impl Engine for TrainedEngine {
                 Task::TabularClassification
                     | Task::TabularRegression
                     | Task::TextClassification
+                    | Task::ImageClassification
                     | Task::Tensor
             )
     }

@@ -202,6 +202,15 @@ pub enum Feature {
         /// Length of the vector.
         dims: usize,
     },
+    /// An image file, as [`crate::images::pixels`] turns it into `channels × size × size` inputs.
+    Image {
+        /// Column name.
+        column: String,
+        /// 1 (grey) or 3 (RGB).
+        channels: usize,
+        /// Side of the square it is resized to.
+        size: usize,
+    },
     /// One 0/1 input per category seen in training; an unseen category is all zeros.
     OneHot {
         /// Column name.
@@ -213,6 +222,18 @@ pub enum Feature {
     },
 }
 
+impl Feature {
+    /// How many network inputs it takes.
+    pub fn width(&self) -> usize {
+        match self {
+            Feature::Numeric { .. } => 1,
+            Feature::OneHot { categories, .. } => categories.len(),
+            Feature::Embedding { dims, .. } => *dims,
+            Feature::Image { channels, size, .. } => channels * size * size,
+        }
+    }
+}
+
 /// One cell of a row to encode.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -222,13 +243,27 @@ pub enum Value {
     Number(f64),
     /// Text: a category, or a number still to parse.
     Text(String),
-    /// A text column's embedding.
+    /// A text column's embedding, or an image's pixels.
     Vector(Vec<f32>),
 }
 
-/// Embeddings of text columns, by column and then by text: what an encoder model made of each
-/// distinct text before training.
+/// Embeddings of text columns (or pixels of image columns), by column and then by cell: what an
+/// encoder model made of each distinct text, or each image file, before training.
 pub type Encoded = BTreeMap<String, HashMap<String, Vec<f32>>>;
+
+/// Channels and side of an image input of `len` values: `size²` is grey, `3·size²` is RGB
+/// (`3·s²` is never a square, so the two cannot be confused).
+pub fn image_shape(len: usize) -> Option<(usize, usize)> {
+    let side = |n: usize| {
+        let s = (n as f64).sqrt().round() as usize;
+        (s > 0 && s * s == n).then_some(s)
+    };
+    match side(len) {
+        Some(s) => Some((1, s)),
+        None if len.is_multiple_of(3) => side(len / 3).map(|s| (3, s)),
+        None => None,
+    }
+}
 
 /// A number as a category name: integers without a fraction (`3`, not `3.0`).
 pub fn number_text(x: f64) -> String {
@@ -341,6 +376,27 @@ impl Pipeline {
                 }
                 continue;
             }
+            if col.kind == Kind::Image {
+                let Some(len) = encoded
+                    .get(&col.name)
+                    .and_then(|m| m.values().next())
+                    .map(Vec::len)
+                else {
+                    continue;
+                };
+                let (channels, size) = image_shape(len).ok_or_else(|| {
+                    Error::internal(format!(
+                        "column '{}': {len} values are not an image",
+                        col.name
+                    ))
+                })?;
+                features.push(Feature::Image {
+                    column: col.name.clone(),
+                    channels,
+                    size,
+                });
+                continue;
+            }
             let i = column_index(table, &col.name)?;
             let present: Vec<&str> = train
                 .iter()
@@ -448,14 +504,7 @@ impl Pipeline {
 
     /// Length of the input vector.
     pub fn width(&self) -> usize {
-        self.features
-            .iter()
-            .map(|f| match f {
-                Feature::Numeric { .. } => 1,
-                Feature::OneHot { categories, .. } => categories.len(),
-                Feature::Embedding { dims, .. } => *dims,
-            })
-            .sum()
+        self.features.iter().map(Feature::width).sum()
     }
 
     /// The input vector of one row, cells (text as read from a file) looked up by column name.
@@ -514,6 +563,21 @@ impl Pipeline {
                     };
                     out.extend(categories.iter().map(|c| if *c == v { 1.0 } else { 0.0 }));
                 }
+                Feature::Image {
+                    column,
+                    channels,
+                    size,
+                } => match cell(column) {
+                    Value::Vector(v) if v.len() == channels * size * size => out.extend(v),
+                    Value::Missing => {
+                        return Err(Error::invalid(format!("column '{column}' is missing")))
+                    }
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "column '{column}' must be an image (PNG, JPEG or WebP file)"
+                        )))
+                    }
+                },
                 Feature::Embedding { column, dims } => match cell(column) {
                     Value::Vector(v) if v.len() == *dims => out.extend(v),
                     Value::Vector(v) => {

@@ -1,4 +1,4 @@
-//! Training on CPU with candle: an MLP from a small declarative spec, SGD (momentum, weight
+//! Training on CPU with candle: an MLP, or a small CNN for images, from a declarative spec, SGD (momentum, weight
 //! decay) or Adam/AdamW, cross-entropy or MSE, a step or cosine learning-rate schedule, early
 //! stopping on validation loss keeping the best weights. Every random choice (initial weights,
 //! batch order, dropout masks) comes from the run's seed, so a run is reproducible.
@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{Problem, Profile, Table};
+use crate::images::{self, ImageSpec};
 use crate::metrics;
 use crate::prep::{self, Pipeline, PrepSpec};
 use crate::weights::{self, Named};
@@ -36,6 +37,35 @@ fn default_hidden() -> Vec<usize> {
 }
 fn default_activation() -> String {
     "relu".to_owned()
+}
+
+/// The convolutional part of a network for images: each convolution (padded to keep the size)
+/// is followed by ReLU and a 2×2 max-pool; the MLP's layers then read the flattened result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnnSpec {
+    /// Output channels of each convolution.
+    #[serde(default = "default_conv_channels")]
+    pub channels: Vec<usize>,
+    /// Side of every convolution's square kernel (odd).
+    #[serde(default = "default_kernel")]
+    pub kernel: usize,
+}
+
+fn default_conv_channels() -> Vec<usize> {
+    vec![16, 32]
+}
+fn default_kernel() -> usize {
+    3
+}
+
+impl Default for CnnSpec {
+    fn default() -> Self {
+        Self {
+            channels: default_conv_channels(),
+            kernel: default_kernel(),
+        }
+    }
 }
 
 /// The optimiser.
@@ -101,15 +131,27 @@ pub struct AugmentSpec {
     /// units of the feature's spread with z-score); 0 turns it off.
     #[serde(default)]
     pub noise: f64,
+    /// Images: shift by up to this many pixels each way.
+    #[serde(default)]
+    pub shift: usize,
+    /// Images: turn by up to this many degrees either way.
+    #[serde(default)]
+    pub rotate: f64,
 }
 
 /// Everything a training run is told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
-    /// The network.
+    /// The network (after the convolutions, for images).
     #[serde(default = "default_mlp")]
     pub mlp: MlpSpec,
+    /// Convolutions for an image dataset (by default `CnnSpec::default()` on images).
+    #[serde(default)]
+    pub cnn: Option<CnnSpec>,
+    /// How images become inputs.
+    #[serde(default)]
+    pub image: ImageSpec,
     /// The optimiser.
     #[serde(default)]
     pub optimizer: OptimizerSpec,
@@ -158,6 +200,8 @@ impl Default for TrainSpec {
     fn default() -> Self {
         Self {
             mlp: default_mlp(),
+            cnn: None,
+            image: ImageSpec::default(),
             optimizer: OptimizerSpec::default(),
             loss: None,
             epochs: default_epochs(),
@@ -254,6 +298,29 @@ impl TrainSpec {
                 self.augment.noise
             )));
         }
+        if !(self.augment.rotate.is_finite() && (0.0..=180.0).contains(&self.augment.rotate)) {
+            return Err(bad(format!(
+                "augment.rotate must be between 0 and 180 degrees, got {}",
+                self.augment.rotate
+            )));
+        }
+        if let Some(cnn) = &self.cnn {
+            if cnn.kernel.is_multiple_of(2) || cnn.kernel > 15 {
+                return Err(bad(format!(
+                    "cnn.kernel must be odd and at most 15, got {}",
+                    cnn.kernel
+                )));
+            }
+            if cnn.channels.is_empty() || cnn.channels.contains(&0) {
+                return Err(bad("cnn.channels must list at least one positive width"));
+            }
+        }
+        if let Some(size) = self.image.size {
+            images::check(size, self.image.channels.unwrap_or(1))?;
+        }
+        if let Some(channels) = self.image.channels {
+            images::check(self.image.size.unwrap_or(1), channels)?;
+        }
         if let Schedule::Step { step_size: 0, .. } = self.schedule {
             return Err(bad("schedule.step_size must be positive"));
         }
@@ -286,13 +353,97 @@ pub struct Layer {
     pub bias: Vec<f32>,
 }
 
-/// A trained MLP: layers and activation, enough to run it anywhere.
+/// Trained weights of one convolution, `[outputs, inputs, kernel, kernel]` row-major.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conv {
+    /// Input channels.
+    pub inputs: usize,
+    /// Output channels.
+    pub outputs: usize,
+    /// Side of the square kernel.
+    pub kernel: usize,
+    /// The kernels.
+    pub weight: Vec<f32>,
+    /// `outputs` biases.
+    pub bias: Vec<f32>,
+}
+
+/// A trained network: optional convolutions over an image input, then linear layers; enough to
+/// run it anywhere.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Network {
+    /// Convolutions (each followed by ReLU and a 2×2 max-pool), for an image input.
+    #[serde(default)]
+    pub convs: Vec<Conv>,
+    /// Channels and side of the image the convolutions read.
+    #[serde(default)]
+    pub image: Option<(usize, usize)>,
     /// Linear layers in order; the activation follows every one but the last.
     pub layers: Vec<Layer>,
     /// `relu` or `tanh`.
     pub activation: String,
+}
+
+/// Parameter shapes of a network: what a file or checkpoint must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Shapes {
+    /// `(outputs, inputs, kernel)` of each convolution.
+    #[serde(default)]
+    pub convs: Vec<(usize, usize, usize)>,
+    /// Channels and side of the image input (with convolutions).
+    #[serde(default)]
+    pub image: Option<(usize, usize)>,
+    /// `(outputs, inputs)` of each linear layer.
+    pub layers: Vec<(usize, usize)>,
+}
+
+/// Side of a feature map after a 2×2 max-pool (maps of side 1 are not pooled).
+fn pooled(side: usize) -> usize {
+    if side >= 2 {
+        side / 2
+    } else {
+        side
+    }
+}
+
+impl Shapes {
+    /// Whether each part reads what the one before it produces, starting from `width` inputs.
+    pub fn fits(&self, width: usize) -> bool {
+        let mut features = width;
+        if !self.convs.is_empty() {
+            let Some((channels, side)) = self.image else {
+                return false;
+            };
+            if channels * side * side != width {
+                return false;
+            }
+            let (mut c, mut s) = (channels, side);
+            for &(outputs, inputs, kernel) in &self.convs {
+                if inputs != c || kernel.is_multiple_of(2) {
+                    return false;
+                }
+                (c, s) = (outputs, pooled(s));
+            }
+            features = c * s * s;
+        }
+        self.layers.first().map(|l| l.1) == Some(features)
+            && self.layers.windows(2).all(|w| w[0].0 == w[1].1)
+    }
+}
+
+impl Network {
+    /// Its parameter shapes.
+    pub fn shapes(&self) -> Shapes {
+        Shapes {
+            convs: self
+                .convs
+                .iter()
+                .map(|c| (c.outputs, c.inputs, c.kernel))
+                .collect(),
+            image: self.image,
+            layers: self.layers.iter().map(|l| (l.outputs, l.inputs)).collect(),
+        }
+    }
 }
 
 /// A layer's weights as a trainable variable, `[outputs, inputs]` (PyTorch's and the file's layout).
@@ -302,12 +453,51 @@ fn weight_var(data: Vec<f32>, outputs: usize, inputs: usize) -> candle_core::Res
 }
 
 struct Mlp {
+    /// Kernels `[out, in, k, k]` and biases.
+    convs: Vec<(Var, Var)>,
+    image: Option<(usize, usize)>,
     layers: Vec<(Var, Var)>,
     activation: Activation,
 }
 
+/// PyTorch's default initialisation of `nn.Linear` and `nn.Conv2d`: U(-1/√fan_in, 1/√fan_in) for
+/// weights and biases.
+fn uniform_init(
+    fan_in: usize,
+    n: usize,
+    outputs: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> (Vec<f32>, Vec<f32>) {
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    let dist = Uniform::new_inclusive(-bound, bound);
+    let w = (0..n).map(|_| dist.sample(rng)).collect();
+    let b = (0..outputs).map(|_| dist.sample(rng)).collect();
+    (w, b)
+}
+
+fn bias_var(b: Vec<f32>) -> candle_core::Result<Var> {
+    let n = b.len();
+    Var::from_tensor(&Tensor::from_vec(b, n, &Device::Cpu)?)
+}
+
 impl Mlp {
-    fn new(sizes: &[usize], activation: Activation, rng: &mut rand::rngs::StdRng) -> Result<Mlp> {
+    /// Convolutions `(outputs, inputs, kernel)` over an image `(channels, side)`, then linear
+    /// layers through `sizes`, initialised from `rng`.
+    fn new(
+        convs: &[(usize, usize, usize)],
+        image: Option<(usize, usize)>,
+        sizes: &[usize],
+        activation: Activation,
+        rng: &mut rand::rngs::StdRng,
+    ) -> Result<Mlp> {
+        let mut conv_vars = vec![];
+        for &(outputs, inputs, k) in convs {
+            let (w, b) = uniform_init(inputs * k * k, outputs * inputs * k * k, outputs, rng);
+            let w = Tensor::from_vec(w, (outputs, inputs, k, k), &Device::Cpu)
+                .and_then(|w| Var::from_tensor(&w))
+                .map_err(candle_err)?;
+            conv_vars.push((w, bias_var(b).map_err(candle_err)?));
+        }
         let dev = Device::Cpu;
         let mut layers = vec![];
         for pair in sizes.windows(2) {
@@ -322,14 +512,40 @@ impl Mlp {
                 .map_err(candle_err)?;
             layers.push((w, b));
         }
-        Ok(Mlp { layers, activation })
+        Ok(Mlp {
+            convs: conv_vars,
+            image,
+            layers,
+            activation,
+        })
     }
 
     fn vars(&self) -> Vec<Var> {
-        self.layers
+        self.convs
             .iter()
+            .chain(&self.layers)
             .flat_map(|(w, b)| [w.clone(), b.clone()])
             .collect()
+    }
+
+    /// The convolutions' output, flattened per row (the input itself without convolutions).
+    fn features(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (Some((channels, side)), false) = (self.image, self.convs.is_empty()) else {
+            return Ok(x.clone());
+        };
+        let rows = x.dim(0)?;
+        let mut h = x.reshape((rows, channels, side, side))?;
+        for (w, b) in &self.convs {
+            let k = w.dim(3)?;
+            h = h
+                .conv2d(w, k / 2, 1, 1, 1)?
+                .broadcast_add(&b.reshape((1, (), 1, 1))?)?
+                .relu()?;
+            if h.dim(2)? >= 2 {
+                h = h.max_pool2d(2)?;
+            }
+        }
+        h.flatten_from(1)
     }
 
     /// Logits (or values). With `dropout`, masks come from `rng`.
@@ -339,7 +555,7 @@ impl Mlp {
         dropout: Option<(f32, &mut rand::rngs::StdRng)>,
     ) -> candle_core::Result<Tensor> {
         let mut dropout = dropout;
-        let mut h = x.clone();
+        let mut h = self.features(x)?;
         let last = self.layers.len() - 1;
         for (i, (w, b)) in self.layers.iter().enumerate() {
             h = h.matmul(&w.t()?)?.broadcast_add(b)?;
@@ -370,6 +586,23 @@ impl Mlp {
     }
 
     fn network(&self) -> Result<Network> {
+        let convs = self
+            .convs
+            .iter()
+            .map(|(w, b)| {
+                let (outputs, inputs, kernel, _) = w.dims4().map_err(candle_err)?;
+                Ok(Conv {
+                    inputs,
+                    outputs,
+                    kernel,
+                    weight: w
+                        .flatten_all()
+                        .and_then(|t| t.to_vec1())
+                        .map_err(candle_err)?,
+                    bias: b.to_vec1().map_err(candle_err)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let layers = self
             .layers
             .iter()
@@ -387,6 +620,8 @@ impl Mlp {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Network {
+            convs,
+            image: self.image,
             layers,
             activation: match self.activation {
                 Activation::Relu => "relu",
@@ -715,8 +950,10 @@ pub struct Trainer {
     x_train: Vec<f32>,
     y_train: Vec<f32>,
     val: Option<(Tensor, Tensor, Vec<f32>)>,
-    /// Which input positions are numeric features (noise applies to those).
+    /// Which input positions are numbers or pixels (noise applies to those).
     numeric: Vec<bool>,
+    /// Image inputs: offset in the input vector, channels, side.
+    images: Vec<(usize, usize, usize)>,
     x_test: Vec<f32>,
     y_test: Vec<f32>,
     cleaned: prep::Cleaned,
@@ -793,11 +1030,56 @@ impl Trainer {
                 y_val,
             ))
         };
+        let mut images = vec![];
+        let mut offset = 0;
+        for f in &pipeline.features {
+            if let prep::Feature::Image { channels, size, .. } = f {
+                images.push((offset, *channels, *size));
+            }
+            offset += f.width();
+        }
+        if !images.is_empty() && profile.problem == Problem::Regression {
+            return Err(bad(format!(
+                "the target '{}' is a number; an image dataset's target must be a label",
+                profile.target
+            )));
+        }
+        if images.is_empty() && (spec.augment.shift > 0 || spec.augment.rotate > 0.0) {
+            return Err(bad(
+                "augment.shift and augment.rotate apply to images; this dataset has no image column",
+            ));
+        }
+        let single_image = match images.as_slice() {
+            [(_, c, s)] if pipeline.features.len() == 1 => Some((*c, *s)),
+            _ => None,
+        };
+        let cnn = match (&spec.cnn, single_image) {
+            (Some(cnn), Some(_)) => Some(cnn.clone()),
+            (None, Some(_)) => Some(CnnSpec::default()),
+            (Some(_), None) if images.is_empty() => {
+                return Err(bad(
+                    "cnn is for image datasets; this dataset has no image column",
+                ))
+            }
+            (Some(_), None) => return Err(bad("cnn needs the image to be the only input column")),
+            (None, None) => None,
+        };
+        let mut convs = vec![];
+        let mut features = width;
+        if let (Some(cnn), Some((channels, side))) = (&cnn, single_image) {
+            let (mut c, mut s) = (channels, side);
+            for &out in &cnn.channels {
+                convs.push((out, c, cnn.kernel));
+                (c, s) = (out, pooled(s));
+            }
+            features = c * s * s;
+        }
         let mut rng = rand::rngs::StdRng::seed_from_u64(spec.prep.seed);
-        let mut sizes = vec![width];
+        let mut sizes = vec![features];
         sizes.extend(&spec.mlp.hidden);
         sizes.push(outputs);
-        let mlp = Mlp::new(&sizes, activation, &mut rng)?;
+        let image = cnn.and(single_image);
+        let mlp = Mlp::new(&convs, image, &sizes, activation, &mut rng)?;
         let opt = Opt::new(&spec.optimizer, mlp.vars())?;
         let numeric = pipeline
             .features
@@ -806,10 +1088,12 @@ impl Trainer {
                 prep::Feature::Numeric { .. } => vec![true],
                 prep::Feature::OneHot { categories, .. } => vec![false; categories.len()],
                 prep::Feature::Embedding { dims, .. } => vec![false; *dims],
+                prep::Feature::Image { channels, size, .. } => vec![true; channels * size * size],
             })
             .collect();
         Ok(Trainer {
             numeric,
+            images,
             spec: spec.clone(),
             loss,
             width,
@@ -869,6 +1153,22 @@ impl Trainer {
             for &i in chunk {
                 xb.extend_from_slice(&self.x_train[i * width..(i + 1) * width]);
                 yb.push(self.y_train[i]);
+            }
+            if spec.augment.shift > 0 || spec.augment.rotate > 0.0 {
+                for row in xb.chunks_mut(width) {
+                    for &(offset, channels, side) in &self.images {
+                        let block = &mut row[offset..offset + channels * side * side];
+                        let moved = images::augment(
+                            block,
+                            channels,
+                            side,
+                            spec.augment.shift,
+                            spec.augment.rotate,
+                            &mut rng,
+                        );
+                        block.copy_from_slice(&moved);
+                    }
+                }
             }
             if spec.augment.noise > 0.0 {
                 for (x, numeric) in xb.iter_mut().zip(self.numeric.iter().cycle()) {
@@ -970,14 +1270,25 @@ impl Trainer {
                 "the checkpoint belongs to another run (its spec or data differ)",
             ));
         }
-        let shapes: Vec<(usize, usize)> = self
-            .mlp
-            .layers
-            .iter()
-            .map(|(w, _)| w.dims2())
-            .collect::<candle_core::Result<_>>()
-            .map_err(candle_err)?;
+        let shapes = self.mlp.network()?.shapes();
         let current = network_from(&mut tensors, "params", &shapes, &self.spec.mlp.activation)?;
+        for ((w, b), conv) in self.mlp.convs.iter().zip(&current.convs) {
+            let k = conv.kernel;
+            w.set(
+                &Tensor::from_vec(
+                    conv.weight.clone(),
+                    (conv.outputs, conv.inputs, k, k),
+                    &Device::Cpu,
+                )
+                .map_err(candle_err)?,
+            )
+            .map_err(candle_err)?;
+            b.set(
+                &Tensor::from_vec(conv.bias.clone(), conv.outputs, &Device::Cpu)
+                    .map_err(candle_err)?,
+            )
+            .map_err(candle_err)?;
+        }
         for ((w, b), layer) in self.mlp.layers.iter().zip(&current.layers) {
             w.set(
                 weight_var(layer.weight.clone(), layer.outputs, layer.inputs)
@@ -1044,34 +1355,64 @@ impl Trainer {
 
 /// A network's layers as named tensors `{prefix}.{i}.weight|bias`.
 pub(crate) fn layer_tensors(prefix: &str, net: &Network) -> Vec<Named> {
-    net.layers
-        .iter()
-        .enumerate()
-        .flat_map(|(i, l)| {
-            [
-                Named {
-                    name: format!("{prefix}.{i}.weight"),
-                    shape: vec![l.outputs, l.inputs],
-                    data: l.weight.clone(),
-                },
-                Named {
-                    name: format!("{prefix}.{i}.bias"),
-                    shape: vec![l.outputs],
-                    data: l.bias.clone(),
-                },
-            ]
-        })
-        .collect()
+    let convs = net.convs.iter().enumerate().flat_map(|(i, c)| {
+        [
+            Named {
+                name: format!("{prefix}.conv.{i}.weight"),
+                shape: vec![c.outputs, c.inputs, c.kernel, c.kernel],
+                data: c.weight.clone(),
+            },
+            Named {
+                name: format!("{prefix}.conv.{i}.bias"),
+                shape: vec![c.outputs],
+                data: c.bias.clone(),
+            },
+        ]
+    });
+    let layers = net.layers.iter().enumerate().flat_map(|(i, l)| {
+        [
+            Named {
+                name: format!("{prefix}.{i}.weight"),
+                shape: vec![l.outputs, l.inputs],
+                data: l.weight.clone(),
+            },
+            Named {
+                name: format!("{prefix}.{i}.bias"),
+                shape: vec![l.outputs],
+                data: l.bias.clone(),
+            },
+        ]
+    });
+    convs.chain(layers).collect()
 }
 
-/// Reads back what [`layer_tensors`] wrote, for layers of `shapes` (`(outputs, inputs)`).
+/// Reads back what [`layer_tensors`] wrote, for a network of `shapes`.
 pub(crate) fn network_from(
     tensors: &mut HashMap<String, Named>,
     prefix: &str,
-    shapes: &[(usize, usize)],
+    shapes: &Shapes,
     activation: &str,
 ) -> Result<Network> {
+    let convs = shapes
+        .convs
+        .iter()
+        .enumerate()
+        .map(|(i, &(outputs, inputs, kernel))| {
+            Ok(Conv {
+                inputs,
+                outputs,
+                kernel,
+                weight: weights::take(
+                    tensors,
+                    &format!("{prefix}.conv.{i}.weight"),
+                    &[outputs, inputs, kernel, kernel],
+                )?,
+                bias: weights::take(tensors, &format!("{prefix}.conv.{i}.bias"), &[outputs])?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let layers = shapes
+        .layers
         .iter()
         .enumerate()
         .map(|(i, &(outputs, inputs))| {
@@ -1088,6 +1429,8 @@ pub(crate) fn network_from(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Network {
+        convs,
+        image: shapes.image,
         layers,
         activation: activation.to_owned(),
     })
@@ -1121,6 +1464,16 @@ impl Mlp {
         } else {
             Activation::Relu
         };
+        let convs = net
+            .convs
+            .iter()
+            .map(|c| {
+                let k = c.kernel;
+                let w = Tensor::from_vec(c.weight.clone(), (c.outputs, c.inputs, k, k), &dev)?;
+                Ok((Var::from_tensor(&w)?, bias_var(c.bias.clone())?))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()
+            .map_err(candle_err)?;
         let layers = net
             .layers
             .iter()
@@ -1133,7 +1486,12 @@ impl Mlp {
             })
             .collect::<candle_core::Result<Vec<_>>>()
             .map_err(candle_err)?;
-        Ok(Mlp { layers, activation })
+        Ok(Mlp {
+            convs,
+            image: net.image,
+            layers,
+            activation,
+        })
     }
 }
 
@@ -1177,7 +1535,10 @@ fn evaluate(
 /// Runs a trained network on an input matrix (`rows × width`, row-major): logits or values.
 pub fn run_network(net: &Network, x: &[f32], rows: usize) -> Result<Vec<f32>> {
     let mlp = Mlp::from_network(net)?;
-    let width = net.layers.first().map(|l| l.inputs).unwrap_or(0);
+    let width = match (net.image, net.convs.is_empty()) {
+        (Some((channels, side)), false) => channels * side * side,
+        _ => net.layers.first().map(|l| l.inputs).unwrap_or(0),
+    };
     let out = mlp
         .forward(&tensor(x, rows, width)?, None)
         .map_err(candle_err)?;

@@ -351,3 +351,175 @@ fn gaussian_noise_augments_training_rows_reproducibly() {
         err.message
     );
 }
+
+/// digits.csv as 8x8 grey PNGs in a zip of label folders, read as an image dataset: the table,
+/// its profile and the pixels of every file (as the server prepares them).
+fn digit_images() -> (
+    Table,
+    Profile,
+    maas_train::prep::Encoded,
+    Vec<(String, Vec<u8>)>,
+) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/datasets/digits.csv");
+    let text = std::fs::read_to_string(path).unwrap();
+    let files: Vec<(String, Vec<u8>)> = text
+        .lines()
+        .skip(1)
+        .enumerate()
+        .map(|(i, line)| {
+            let cells: Vec<&str> = line.split(',').collect();
+            let pixels: Vec<u8> = cells[..64]
+                .iter()
+                .map(|v| (v.parse::<f32>().unwrap() * 15.9) as u8)
+                .collect();
+            let img = image::GrayImage::from_raw(8, 8, pixels).unwrap();
+            let mut png = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+            (format!("digits/{}/{i:04}.png", cells[64]), png.into_inner())
+        })
+        .collect();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in &files {
+        zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut zip, bytes).unwrap();
+    }
+    let bytes = zip.finish().unwrap().into_inner();
+    let table = dataset::parse(&bytes, FileFormat::Zip).unwrap();
+    let profile = dataset::profile(&table, None, &BTreeMap::new()).unwrap();
+    let images = dataset::zip_images(&bytes).unwrap();
+    let (size, channels, pixels) =
+        maas_train::images::encode_all(&images, &Default::default()).unwrap();
+    assert_eq!((size, channels), (8, 1));
+    let encoded = BTreeMap::from([("image".to_owned(), pixels)]);
+    (table, profile, encoded, files)
+}
+
+#[test]
+fn a_cnn_on_digit_images_reaches_0_97_and_serves_image_files() {
+    let (table, profile, encoded, files) = digit_images();
+    let s = spec(
+        r#"{"cnn": {"channels": [16, 32]}, "mlp": {"hidden": [64]}, "epochs": 30, "batch_size": 32,
+            "optimizer": {"lr": 0.003}, "schedule": {"kind": "cosine"}}"#,
+    );
+    let mut trainer = Trainer::with_encoded(&table, &profile, &s, &encoded).unwrap();
+    while trainer.next_epoch().unwrap().is_some() {}
+    let o = trainer.finish().unwrap();
+    assert!(
+        accuracy(&o) >= 0.97,
+        "digit images test accuracy {}",
+        accuracy(&o)
+    );
+    let shapes = o.network.shapes();
+    assert_eq!(shapes.convs, vec![(16, 1, 3), (32, 16, 3)]);
+    assert_eq!(shapes.layers, vec![(64, 32 * 2 * 2), (10, 64)]);
+
+    // Served, it takes the PNG files themselves and labels them as the folders do.
+    let (model, served) = served(&o);
+    assert_eq!(model.task(), maas_core::Task::ImageClassification);
+    let sig = served.signature();
+    assert_eq!(
+        (sig.inputs[0].name.as_str(), sig.inputs[0].datatype.as_str()),
+        ("image", "BYTES")
+    );
+    let bytes: Vec<Vec<u8>> = files.iter().map(|(_, b)| b.clone()).collect();
+    let out = served
+        .infer(vec![Tensor::new(
+            "image",
+            vec![bytes.len()],
+            TensorData::Bytes(bytes),
+        )
+        .unwrap()])
+        .unwrap();
+    let TensorData::Bytes(labels) = &out[0].data else {
+        panic!("{:?}", out[0])
+    };
+    let right = labels
+        .iter()
+        .zip(&files)
+        .filter(|(l, (path, _))| path.split('/').nth(1) == Some(std::str::from_utf8(l).unwrap()))
+        .count();
+    assert!(
+        right as f64 / files.len() as f64 >= 0.97,
+        "{right} of {} right",
+        files.len()
+    );
+    let err = served
+        .infer(vec![Tensor::new(
+            "image",
+            vec![1],
+            TensorData::Bytes(vec![b"not a png".to_vec()]),
+        )
+        .unwrap()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("row 0") && err.contains("image"), "{err}");
+}
+
+#[test]
+fn augmented_image_runs_are_reproducible_and_resume_exactly() {
+    let (table, profile, encoded, _) = digit_images();
+    let s = spec(
+        r#"{"cnn": {"channels": [8]}, "mlp": {"hidden": [32]}, "epochs": 4,
+            "augment": {"shift": 1, "rotate": 10, "noise": 0.05}}"#,
+    );
+    let fit = || {
+        let mut t = Trainer::with_encoded(&table, &profile, &s, &encoded).unwrap();
+        while t.next_epoch().unwrap().is_some() {}
+        t.finish().unwrap()
+    };
+    let whole = fit();
+    assert_eq!(
+        whole.network,
+        fit().network,
+        "the same seed trains the same weights"
+    );
+    let plain = {
+        let mut plain = s.clone();
+        plain.augment = Default::default();
+        let mut t = Trainer::with_encoded(&table, &profile, &plain, &encoded).unwrap();
+        while t.next_epoch().unwrap().is_some() {}
+        t.finish().unwrap()
+    };
+    assert_ne!(
+        plain.history, whole.history,
+        "augmentation changes training"
+    );
+
+    let mut first = Trainer::with_encoded(&table, &profile, &s, &encoded).unwrap();
+    first.next_epoch().unwrap();
+    first.next_epoch().unwrap();
+    let checkpoint = first.checkpoint().unwrap();
+    let mut resumed = Trainer::with_encoded(&table, &profile, &s, &encoded).unwrap();
+    resumed.restore(&checkpoint).unwrap();
+    while resumed.next_epoch().unwrap().is_some() {}
+    let resumed = resumed.finish().unwrap();
+    assert_eq!(resumed.network, whole.network);
+    assert_eq!(resumed.history, whole.history);
+
+    // Image settings on a table without images, and the reverse, are refused by name.
+    let (iris, iris_profile) = load("iris.csv");
+    for (bad, says) in [
+        (r#"{"cnn": {}}"#, "cnn is for image datasets"),
+        (r#"{"augment": {"shift": 2}}"#, "augment.shift"),
+    ] {
+        let e = Trainer::new(&iris, &iris_profile, &spec(bad))
+            .err()
+            .unwrap()
+            .message;
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    for (bad, says) in [
+        (r#"{"cnn": {"kernel": 4}}"#, "cnn.kernel"),
+        (r#"{"cnn": {"channels": []}}"#, "cnn.channels"),
+        (r#"{"augment": {"rotate": 400}}"#, "augment.rotate"),
+        (r#"{"image": {"channels": 2}}"#, "image.channels"),
+    ] {
+        let e = Trainer::with_encoded(&table, &profile, &spec(bad), &encoded)
+            .err()
+            .unwrap()
+            .message;
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}

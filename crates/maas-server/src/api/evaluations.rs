@@ -119,18 +119,34 @@ async fn evaluate(
                 .map(|i| (i, s.name.clone()))
         })
         .collect();
+    // An image model reads the files an image dataset's rows name, sent as a client sends them.
+    let image_column = version.metadata["image"]["column"].as_str();
+    let files = match (image_column, dv.format.as_str()) {
+        (Some(_), "zip") => {
+            let bytes = state.artifacts.get_verified(&dv.digest).await?;
+            tokio::task::spawn_blocking(move || maas_train::dataset::zip_images(&bytes))
+                .await
+                .map_err(|e| Error::internal(format!("reading the images crashed: {e}")))??
+        }
+        _ => Default::default(),
+    };
+    let cell = |name: &str, value: Option<String>| -> Value {
+        use base64::Engine as _;
+        match (value, image_column == Some(name)) {
+            (None, _) => Value::Null,
+            (Some(path), true) => files.get(&path).map_or(Value::Null, |f| {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(f))
+            }),
+            (Some(v), false) => Value::String(v),
+        }
+    };
     let mut truth = vec![];
     let mut rows = vec![];
     for row in table.rows.iter().filter(|r| r[t].is_some()) {
         truth.push(row[t].clone().unwrap_or_default());
         let cells: Map<String, Value> = inputs
             .iter()
-            .map(|(i, name)| {
-                (
-                    name.clone(),
-                    row[*i].clone().map_or(Value::Null, Value::String),
-                )
-            })
+            .map(|(i, name)| (name.clone(), cell(name, row[*i].clone())))
             .collect();
         rows.push(cells);
     }

@@ -62,19 +62,6 @@ async fn create_run(
     } else {
         req.spec
     };
-    let images = dv
-        .profile
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["kind"] == "image");
-    if images {
-        return Err(Error::invalid(format!(
-            "dataset '{}' holds images; training image models (a small CNN) is not available yet: train on tabular or text data",
-            dv.dataset
-        ))
-        .into());
-    }
     let spec: TrainSpec = serde_json::from_value(spec_json.clone())
         .map_err(|e| Error::invalid(format!("spec: {e}")))?;
     let problem = match dv.problem.as_str() {
