@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Training benchmark: maas (candle, through POST /api/v1/runs) against PyTorch on the same MLP,
-# data, split sizes, optimiser and epochs, measured in one run: samples/s and test accuracy,
+# Training benchmark: maas (candle, through POST /api/v1/runs) against PyTorch on the same networks
+# (MLPs, a small CNN), data, split sizes, optimiser and epochs, measured in one run: samples/s and test accuracy,
 # medians of the repeats, ratios maas/PyTorch. Writes bench/results/train-<date>.md.
 # Installs its own PyTorch (the PyPI wheel, ~5 GB with its CUDA libraries; run on the CPU) into
 # target/bench-venv, the venv bench/run.sh uses too. Usage: bench/train.sh [--repeats N]

@@ -26,6 +26,9 @@ pub struct ImageSpec {
 /// Largest side an image is resized to for training.
 pub const MAX_SIZE: usize = 256;
 
+/// Most memory a dataset's decoded pixels may take (training holds them, as f32, for the run).
+pub const MAX_PIXEL_BYTES: usize = 1 << 30;
+
 /// The input of one image file: `channels × size × size` values in 0–1, channel-major (the
 /// layout of a `[C, H, W]` tensor). Grey is the luma of the RGB pixel (ITU-R 601).
 pub fn pixels(bytes: &[u8], channels: usize, size: usize) -> Result<Vec<f32>> {
@@ -86,6 +89,15 @@ pub fn encode_all(
     };
     let channels = spec.channels.unwrap_or(if grey { 1 } else { 3 });
     check(size, channels)?;
+    let bytes = files.len() * channels * size * size * std::mem::size_of::<f32>();
+    if bytes > MAX_PIXEL_BYTES {
+        return Err(Error::invalid(format!(
+            "{} images of {channels}x{size}x{size} take {} MiB as inputs, more than {} MiB: set a smaller image.size",
+            files.len(),
+            bytes >> 20,
+            MAX_PIXEL_BYTES >> 20
+        )));
+    }
     let encoded = files
         .iter()
         .map(|(path, bytes)| {
@@ -242,6 +254,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!((size, channels, px["c/3.png"].len()), (4, 3, 48));
+        let many: BTreeMap<String, Vec<u8>> = (0..1400)
+            .map(|i| (format!("x/{i}.png"), grey(1, 1)))
+            .collect();
+        let big = ImageSpec {
+            size: Some(256),
+            channels: Some(3),
+        };
+        let e = encode_all(&many, &big).unwrap_err().message;
+        assert!(e.contains("smaller image.size"), "{e}");
         let e = encode_all(
             &files,
             &ImageSpec {
