@@ -401,7 +401,8 @@ async fn drive(
         Some(name) => encode_texts(&state, name, &table, &profile).await?,
         None => (Encoded::new(), serde_json::Value::Null),
     };
-    let image = match image_column(&profile) {
+    // Image files come with image-zip datasets; elsewhere an image column is not an input.
+    let image = match image_column(&profile).filter(|_| dv.format == "zip") {
         Some(column) => {
             let (pixels, info) = encode_images(&state, &dv, &spec.image, column).await?;
             encoded.insert(column.to_owned(), pixels);

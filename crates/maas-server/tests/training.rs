@@ -824,6 +824,18 @@ async fn a_cnn_trains_on_an_image_zip_and_classifies_image_files() {
         "{ev}"
     );
 
+    // Another run on the same model adds version 2 (the model keeps its image task).
+    let again = start(
+        &app,
+        json!({"dataset": "glyphs", "model": "glyph-cnn", "spec": {"cnn": {"channels": [4]}, "epochs": 1}}),
+    )
+    .await;
+    let again = wait_for(&app, again["id"].as_str().unwrap(), |r| {
+        r["state"] != "queued" && r["state"] != "running"
+    })
+    .await;
+    assert_eq!(again["result"]["version"], 2, "{again}");
+
     // A file that is not an image is a 400 naming it, on every route.
     let (status, e) = app
         .call(

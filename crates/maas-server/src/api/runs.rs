@@ -79,10 +79,23 @@ async fn create_run(
     if let Some(encoder) = &spec.encoder {
         crate::runs::encoder_version(&state, encoder).await?;
     }
-    let task = match (problem, spec.encoder.is_some()) {
-        (maas_train::dataset::Problem::Regression, _) => maas_core::Task::TabularRegression,
-        (maas_train::dataset::Problem::Classification, true) => maas_core::Task::TextClassification,
-        (maas_train::dataset::Problem::Classification, false) => {
+    // What the trained version will serve (TrainedModel::task), so a model name keeps one task.
+    let images = dv.format == "zip"
+        && dv
+            .profile
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["kind"] == "image" && c["name"] != dv.target.as_str());
+    let task = match (problem, images, spec.encoder.is_some()) {
+        (maas_train::dataset::Problem::Regression, _, _) => maas_core::Task::TabularRegression,
+        (maas_train::dataset::Problem::Classification, true, _) => {
+            maas_core::Task::ImageClassification
+        }
+        (maas_train::dataset::Problem::Classification, false, true) => {
+            maas_core::Task::TextClassification
+        }
+        (maas_train::dataset::Problem::Classification, false, false) => {
             maas_core::Task::TabularClassification
         }
     };
