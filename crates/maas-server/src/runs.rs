@@ -413,43 +413,46 @@ async fn drive(
     let (events, mut inbox) = mpsc::unbounded_channel();
     let checkpoint = runs.checkpoint_path(&run.id);
     let (stop, train_spec) = (control.stop.clone(), spec.clone());
-    let work = tokio::task::spawn_blocking(move || -> Result<Ending> {
-        let mut trainer = Trainer::with_encoded(&table, &profile, &train_spec, &encoded)?;
-        if resume {
-            match std::fs::read(&checkpoint) {
-                Ok(bytes) => {
-                    trainer.restore(&bytes)?;
-                    let _ = events.send(Event::Restored(trainer.history().to_vec()));
+    // On a pool of its own, so candle's parallel loops run on the training thread.
+    let work = tokio::task::spawn_blocking(move || {
+        maas_train::train::on_pool(move || -> Result<Ending> {
+            let mut trainer = Trainer::with_encoded(&table, &profile, &train_spec, &encoded)?;
+            if resume {
+                match std::fs::read(&checkpoint) {
+                    Ok(bytes) => {
+                        trainer.restore(&bytes)?;
+                        let _ = events.send(Event::Restored(trainer.history().to_vec()));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        // Cut off before its first checkpoint: it starts again from epoch 1.
+                        let _ = events.send(Event::Restored(vec![]));
+                    }
+                    Err(e) => {
+                        return Err(Error::internal(format!(
+                            "cannot read checkpoint {}: {e}",
+                            checkpoint.display()
+                        )))
+                    }
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // Cut off before its first checkpoint: it starts again from epoch 1.
-                    let _ = events.send(Event::Restored(vec![]));
+            }
+            while !trainer.is_done() {
+                let what = stop.load(Ordering::Acquire);
+                if what != GO {
+                    return Ok(Ending::Stopped(what));
                 }
-                Err(e) => {
-                    return Err(Error::internal(format!(
-                        "cannot read checkpoint {}: {e}",
+                let Some(stats) = trainer.next_epoch()? else {
+                    break;
+                };
+                write_atomically(&checkpoint, &trainer.checkpoint()?).map_err(|e| {
+                    Error::internal(format!(
+                        "cannot write checkpoint {}: {e}",
                         checkpoint.display()
-                    )))
-                }
+                    ))
+                })?;
+                let _ = events.send(Event::Epoch(stats));
             }
-        }
-        while !trainer.is_done() {
-            let what = stop.load(Ordering::Acquire);
-            if what != GO {
-                return Ok(Ending::Stopped(what));
-            }
-            let Some(stats) = trainer.next_epoch()? else {
-                break;
-            };
-            write_atomically(&checkpoint, &trainer.checkpoint()?).map_err(|e| {
-                Error::internal(format!(
-                    "cannot write checkpoint {}: {e}",
-                    checkpoint.display()
-                ))
-            })?;
-            let _ = events.send(Event::Epoch(stats));
-        }
-        Ok(Ending::Finished(Box::new(trainer.finish()?)))
+            Ok(Ending::Finished(Box::new(trainer.finish()?)))
+        })?
     });
     while let Some(event) = inbox.recv().await {
         match event {
