@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use image::imageops::FilterType;
+use image::ImageDecoder;
 use maas_core::{Error, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -63,11 +64,17 @@ pub fn encode_all(
 ) -> Result<(usize, usize, HashMap<String, Vec<f32>>)> {
     let mut sides = BTreeMap::new();
     let mut grey = true;
+    // Sizes and colour from the headers; pixels are decoded once, below.
     for (path, bytes) in files {
-        let img = image::load_from_memory(bytes)
-            .map_err(|e| Error::invalid(format!("image '{path}' cannot be decoded: {e}")))?;
-        sides.entry((img.width(), img.height())).or_insert(path);
-        grey &= !img.color().has_color();
+        let unreadable =
+            |e: image::ImageError| Error::invalid(format!("image '{path}' cannot be decoded: {e}"));
+        let decoder = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| unreadable(e.into()))?
+            .into_decoder()
+            .map_err(unreadable)?;
+        sides.entry(decoder.dimensions()).or_insert(path);
+        grey &= !decoder.color_type().has_color();
     }
     let size = match spec.size {
         Some(s) => s,
