@@ -8,13 +8,6 @@ use common::*;
 use reqwest::Method;
 use serde_json::Value;
 
-fn dataset(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/datasets")
-        .join(name);
-    std::fs::read(path).unwrap()
-}
-
 async fn upload(app: &TestApp, key: &str, query: &str, body: Vec<u8>) -> (u16, Value) {
     let resp = app
         .req(Method::POST, &format!("/api/v1/datasets?{query}"), key)
@@ -179,40 +172,6 @@ async fn unreadable_files_are_refused_and_nothing_is_stored() {
     assert_eq!(s, 403);
     let (s, _) = app.get("/api/v1/datasets", &consumer).await;
     assert_eq!(s, 200);
-}
-
-/// A zip of `entries` (path, bytes), stored uncompressed.
-fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    use std::io::Write;
-    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (path, bytes) in entries {
-        out.start_file(path.as_str(), options).unwrap();
-        out.write_all(bytes).unwrap();
-    }
-    out.finish().unwrap().into_inner()
-}
-
-/// The first `n` digits as 8x8 grayscale PNGs under `digits/LABEL/`.
-fn digit_pngs(n: usize) -> Vec<(String, Vec<u8>)> {
-    let text = String::from_utf8(dataset("digits.csv")).unwrap();
-    text.lines()
-        .skip(1)
-        .take(n)
-        .enumerate()
-        .map(|(i, line)| {
-            let cells: Vec<&str> = line.split(',').collect();
-            let pixels: Vec<u8> = cells[..64]
-                .iter()
-                .map(|v| (v.parse::<f32>().unwrap() * 15.9) as u8)
-                .collect();
-            let img = image::GrayImage::from_raw(8, 8, pixels).unwrap();
-            let mut png = std::io::Cursor::new(Vec::new());
-            img.write_to(&mut png, image::ImageFormat::Png).unwrap();
-            (format!("digits/{}/{i}.png", cells[64]), png.into_inner())
-        })
-        .collect()
 }
 
 #[tokio::test]

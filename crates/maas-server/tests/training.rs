@@ -12,13 +12,6 @@ use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-fn dataset(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/datasets")
-        .join(name);
-    std::fs::read(path).unwrap()
-}
-
 async fn upload(app: &TestApp, name: &str, file: &str) -> Value {
     let resp = app
         .req(
@@ -660,39 +653,12 @@ async fn evaluations_score_a_version_on_a_dataset_and_are_kept() {
     assert_eq!(status, 404);
 }
 
-/// digits.csv as 8x8 grey PNGs in `digits/LABEL/` folders: (path, file) pairs and the zip.
-fn digit_zip() -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
-    let text = String::from_utf8(dataset("digits.csv")).unwrap();
-    let files: Vec<(String, Vec<u8>)> = text
-        .lines()
-        .skip(1)
-        .enumerate()
-        .map(|(i, line)| {
-            let cells: Vec<&str> = line.split(',').collect();
-            let pixels: Vec<u8> = cells[..64]
-                .iter()
-                .map(|v| (v.parse::<f32>().unwrap() * 15.9) as u8)
-                .collect();
-            let img = image::GrayImage::from_raw(8, 8, pixels).unwrap();
-            let mut png = std::io::Cursor::new(Vec::new());
-            img.write_to(&mut png, image::ImageFormat::Png).unwrap();
-            (format!("digits/{}/{i:04}.png", cells[64]), png.into_inner())
-        })
-        .collect();
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, bytes) in &files {
-        zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
-            .unwrap();
-        std::io::Write::write_all(&mut zip, bytes).unwrap();
-    }
-    (files, zip.finish().unwrap().into_inner())
-}
-
 #[tokio::test]
 async fn a_cnn_trains_on_an_image_zip_and_classifies_image_files() {
     use base64::Engine as _;
     let app = spawn_app().await;
-    let (files, zip) = digit_zip();
+    let files = digit_pngs(usize::MAX);
+    let zip = zip_of(&files);
     let resp = app
         .req(
             Method::POST,
