@@ -19,8 +19,8 @@ pub struct TrainArgs {
     /// Dataset: NAME or NAME:VERSION.
     #[arg(long, required_unless_present = "resume")]
     dataset: Option<String>,
-    /// Training spec (TOML or JSON): mlp, optimizer, loss, epochs, batch_size, schedule,
-    /// patience, prep. Defaults apply to what it leaves out.
+    /// Training spec (TOML or JSON): mlp, cnn, image, optimizer, loss, epochs, batch_size,
+    /// schedule, patience, prep, encoder, augment. Defaults apply to what it leaves out.
     #[arg(long)]
     spec: Option<PathBuf>,
     /// Model to register the result under (default: the dataset's name).
