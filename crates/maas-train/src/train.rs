@@ -223,6 +223,13 @@ fn candle_err(e: candle_core::Error) -> Error {
     Error::internal(format!("training failed: {e}"))
 }
 
+/// A tensor's values, row-major.
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()
+        .and_then(|t| t.to_vec1())
+        .map_err(candle_err)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Activation {
     Relu,
@@ -315,12 +322,11 @@ impl TrainSpec {
                 return Err(bad("cnn.channels must list at least one positive width"));
             }
         }
-        if let Some(size) = self.image.size {
-            images::check(size, self.image.channels.unwrap_or(1))?;
-        }
-        if let Some(channels) = self.image.channels {
-            images::check(self.image.size.unwrap_or(1), channels)?;
-        }
+        // Unset ones are taken from the images, and always fit.
+        images::check(
+            self.image.size.unwrap_or(1),
+            self.image.channels.unwrap_or(1),
+        )?;
         if let Schedule::Step { step_size: 0, .. } = self.schedule {
             return Err(bad("schedule.step_size must be positive"));
         }
@@ -595,11 +601,8 @@ impl Mlp {
                     inputs,
                     outputs,
                     kernel,
-                    weight: w
-                        .flatten_all()
-                        .and_then(|t| t.to_vec1())
-                        .map_err(candle_err)?,
-                    bias: b.to_vec1().map_err(candle_err)?,
+                    weight: flat(w)?,
+                    bias: flat(b)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -611,11 +614,8 @@ impl Mlp {
                 Ok(Layer {
                     inputs,
                     outputs,
-                    weight: w
-                        .flatten_all()
-                        .and_then(|t| t.to_vec1())
-                        .map_err(candle_err)?,
-                    bias: b.to_vec1().map_err(candle_err)?,
+                    weight: flat(w)?,
+                    bias: flat(b)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -760,10 +760,7 @@ impl Opt {
             Ok(Named {
                 name: format!("opt.{prefix}.{i}"),
                 shape: t.dims().to_vec(),
-                data: t
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1())
-                    .map_err(candle_err)?,
+                data: flat(t)?,
             })
         };
         match self {
@@ -1272,35 +1269,10 @@ impl Trainer {
         }
         let shapes = self.mlp.network()?.shapes();
         let current = network_from(&mut tensors, "params", &shapes, &self.spec.mlp.activation)?;
-        for ((w, b), conv) in self.mlp.convs.iter().zip(&current.convs) {
-            let k = conv.kernel;
-            w.set(
-                &Tensor::from_vec(
-                    conv.weight.clone(),
-                    (conv.outputs, conv.inputs, k, k),
-                    &Device::Cpu,
-                )
-                .map_err(candle_err)?,
-            )
-            .map_err(candle_err)?;
-            b.set(
-                &Tensor::from_vec(conv.bias.clone(), conv.outputs, &Device::Cpu)
-                    .map_err(candle_err)?,
-            )
-            .map_err(candle_err)?;
-        }
-        for ((w, b), layer) in self.mlp.layers.iter().zip(&current.layers) {
-            w.set(
-                weight_var(layer.weight.clone(), layer.outputs, layer.inputs)
-                    .map_err(candle_err)?
-                    .as_tensor(),
-            )
-            .map_err(candle_err)?;
-            b.set(
-                &Tensor::from_vec(layer.bias.clone(), layer.outputs, &Device::Cpu)
-                    .map_err(candle_err)?,
-            )
-            .map_err(candle_err)?;
+        // The same parameters in the same order as the running network's variables.
+        let loaded = Mlp::from_network(&current)?;
+        for (var, value) in self.mlp.vars().iter().zip(loaded.vars()) {
+            var.set(value.as_tensor()).map_err(candle_err)?;
         }
         self.opt.restore(&mut tensors, header.opt_step)?;
         self.best = match (header.best_loss, header.best_epoch) {
