@@ -40,6 +40,11 @@ pub struct PullArgs {
     /// scores output, batching. See the README's "Tensor models and images".
     #[arg(long, alias = "preprocess")]
     serving: Option<std::path::PathBuf>,
+    /// Weight precision when a safetensors BERT embedding folder is converted to GGUF:
+    /// bf16 (the default for F32 weights; ~1.5x faster where the CPU has AVX512-BF16), f16, or
+    /// f32 (the original numbers).
+    #[arg(long)]
+    precision: Option<String>,
     /// Print the job id and return without waiting.
     #[arg(long)]
     detach: bool,
@@ -186,7 +191,8 @@ async fn upload(client: &Client, source: &str) -> Result<Value> {
 
 pub async fn run(g: &Global, args: PullArgs) -> Result<()> {
     let client = Client::new(&g.server, g.api_key.clone())?;
-    let mut body = json!({"name": args.name, "task": args.task, "format": args.format, "description": args.description});
+    let mut body = json!({"name": args.name, "task": args.task, "format": args.format,
+        "description": args.description, "precision": args.precision});
     if let Some(path) = &args.serving {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;

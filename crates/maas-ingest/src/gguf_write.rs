@@ -1,7 +1,7 @@
 //! Writing GGUF files: metadata first, then tensor descriptions, then aligned tensor data.
 //!
-//! Only what maas produces is supported: scalar, string and array metadata, and F32/F16
-//! tensors. Shapes are given as in PyTorch (outermost dimension first) and stored reversed,
+//! Only what maas produces is supported: scalar, string and array metadata, and F32, F16 and
+//! BF16 tensors. Shapes are given as in PyTorch (outermost dimension first) and stored reversed,
 //! as GGUF lists the innermost dimension first.
 
 use std::io::Write;
@@ -41,6 +41,8 @@ pub enum TensorType {
     F32,
     /// 16-bit IEEE float (ggml type 1).
     F16,
+    /// bfloat16: a float's upper 16 bits (ggml type 30).
+    BF16,
 }
 
 impl TensorType {
@@ -48,6 +50,7 @@ impl TensorType {
         match self {
             TensorType::F32 => 0,
             TensorType::F16 => 1,
+            TensorType::BF16 => 30,
         }
     }
 
@@ -55,7 +58,7 @@ impl TensorType {
     pub fn size(self) -> u64 {
         match self {
             TensorType::F32 => 4,
-            TensorType::F16 => 2,
+            TensorType::F16 | TensorType::BF16 => 2,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct PullPlan {
     pub description: Option<String>,
     /// Serving settings to keep with the version.
     pub serving: Option<crate::serving::ServingConfig>,
+    /// Weight precision of a GGUF converted at pull (None: the converter's default).
+    pub precision: Option<maas_ingest::convert::Precision>,
 }
 
 /// Derives a model name from a source: the package, repository, or file stem.
@@ -280,15 +282,23 @@ async fn convert_for_llama(
         && detected.task == Task::Embedding
         && maas_ingest::convert::is_convertible_bert(&detected.metadata);
     if !wanted {
+        if let Some(p) = plan.precision {
+            return Err(Error::invalid(format!(
+                "precision: '{p}' applies to models converted at pull (a safetensors BERT \
+                 embedding folder); this one is {} for {} and is kept as it is",
+                detected.format, detected.task
+            )));
+        }
         return Ok((None, detected));
     }
     progress.start_phase("converting to GGUF", 0);
     let out = staging.join(format!("maas-converted-{}", uuid::Uuid::new_v4().simple()));
-    let (input, path) = (staged.clone(), out.clone());
-    let converted =
-        tokio::task::spawn_blocking(move || maas_ingest::convert::bert_to_gguf(&input, &path))
-            .await
-            .map_err(|e| Error::internal(format!("conversion task failed: {e}")))??;
+    let (input, path, precision) = (staged.clone(), out.clone(), plan.precision);
+    let converted = tokio::task::spawn_blocking(move || {
+        maas_ingest::convert::bert_to_gguf(&input, &path, precision)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("conversion task failed: {e}")))??;
     let size_bytes = converted.size_bytes;
     detected.format = Format::Gguf;
     if let serde_json::Value::Object(m) = &mut detected.metadata {

@@ -63,15 +63,15 @@ async fn embed(app: &TestApp, body: Value) -> (u16, Value) {
         .await
 }
 
-#[tokio::test]
-async fn minilm_matches_sentence_transformers() {
-    let app = app_with_minilm().await;
+/// Embeds the reference texts with `model` and returns the lowest cosine against
+/// sentence-transformers' vectors, after checking the answer's shape.
+async fn worst_cosine(app: &TestApp, model: &str) -> f64 {
     let items = reference();
     let texts: Vec<&str> = items.iter().map(|(t, _)| t.as_str()).collect();
-    let (status, body) = embed(&app, json!({"model": "minilm", "input": texts})).await;
+    let (status, body) = embed(app, json!({"model": model, "input": texts})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "list");
-    assert_eq!(body["model"], "minilm");
+    assert_eq!(body["model"], model);
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), items.len());
     let mut worst = (1.0f64, String::new());
@@ -88,19 +88,80 @@ async fn minilm_matches_sentence_transformers() {
         }
     }
     eprintln!(
-        "worst cosine vs sentence-transformers: {:.7} ({:?})",
+        "{model}: worst cosine vs sentence-transformers: {:.7} ({:?})",
         worst.0, worst.1
-    );
-    assert!(
-        worst.0 >= 0.9999,
-        "cosine {} for {:?} is below 0.9999",
-        worst.0,
-        worst.1
     );
     // Usage counts tokens read after truncation: the long input is cut at 256.
     let tokens = body["usage"]["prompt_tokens"].as_u64().unwrap();
     assert_eq!(body["usage"]["total_tokens"], tokens);
     assert!(tokens > 256 && tokens < 256 + 16 * 40, "{tokens}");
+    worst.0
+}
+
+#[tokio::test]
+async fn minilm_matches_sentence_transformers() {
+    // The default conversion: bfloat16 layer matrices.
+    let app = app_with_minilm().await;
+    let (_, version) = app.get("/api/v1/models/minilm/versions/1", ADMIN_KEY).await;
+    assert_eq!(
+        version["metadata"]["converted"]["weights"], "bf16",
+        "{version}"
+    );
+    let worst = worst_cosine(&app, "minilm").await;
+    assert!(worst >= 0.9999, "bf16: cosine {worst} is below 0.9999");
+
+    // f32 keeps the original numbers, and so matches more closely.
+    let upload = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
+    let (status, v) = app
+        .pull(
+            ADMIN_KEY,
+            json!({"upload": upload, "name": "minilm-f32", "precision": "f32"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["metadata"]["converted"]["weights"], "f32", "{v}");
+    assert!(
+        v["artifact_size_bytes"].as_u64().unwrap()
+            > version["artifact_size_bytes"].as_u64().unwrap(),
+        "{v}"
+    );
+    let exact = worst_cosine(&app, "minilm-f32").await;
+    assert!(exact >= 0.99999, "f32: cosine {exact} is below 0.99999");
+}
+
+#[tokio::test]
+async fn a_precision_is_checked_and_applies_only_to_conversions() {
+    let app = spawn_app().await;
+    let upload = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
+    let (status, v) = app
+        .pull(ADMIN_KEY, json!({"upload": upload, "precision": "q4"}))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("precision"),
+        "{v}"
+    );
+
+    // A GGUF is served as it is: asking for a precision is a mistake, not silently ignored.
+    let file = app.upload(ADMIN_KEY, &smollm2_gguf(), "m.gguf").await;
+    let upload = json!({"files": [file], "is_dir": false, "label": "m.gguf"});
+    let (status, v) = app
+        .pull(
+            ADMIN_KEY,
+            json!({"upload": upload, "name": "chat", "precision": "f16"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("precision") && message.contains("converted"),
+        "{v}"
+    );
+    let (status, _) = app.get("/api/v1/models/chat", ADMIN_KEY).await;
+    assert_eq!(status, 404, "nothing is registered");
 }
 
 #[tokio::test]

@@ -63,6 +63,10 @@ pub struct PullRequest {
     /// checked against the model's signature.
     #[serde(default)]
     pub serving: Option<crate::serving::ServingConfig>,
+    /// Weight precision of the GGUF a safetensors BERT embedding folder is converted to:
+    /// `bf16` (default for F32 weights), `f16` or `f32` (the original numbers).
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 /// Whether to answer at once or when the pull ends.
@@ -118,6 +122,7 @@ fn plan(body: PullRequest) -> Result<PullPlan, ApiError> {
         format: field("format", body.format.as_deref(), str::parse::<Format>)?,
         description: body.description,
         serving: body.serving,
+        precision: field("precision", body.precision.as_deref(), str::parse)?,
     })
 }
 
