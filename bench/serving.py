@@ -13,6 +13,8 @@ to <out>/serving-<date>.md.
   first token   request to first streamed token on a freshly started server (model not loaded)
 """
 import argparse
+import array
+import base64
 import datetime
 import http.client
 import json
@@ -202,33 +204,41 @@ def main():
 
         s = Server(args.maas, data, threads + ["--parallel", "8", "--batch-max-inputs", "64"])
         try:
-            # Embeddings: requests of 32, one after the other, as encode(batch_size=32) does.
-            s.post("/v1/embeddings", {"model": "minilm", "input": texts[:32]})
-            emb_times, vectors = [], []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                vectors = []
-                for i in range(0, len(texts), 32):
-                    answer = s.post("/v1/embeddings", {"model": "minilm", "input": texts[i:i + 32]})
-                    vectors += [d["embedding"] for d in answer["data"]]
-                emb_times.append(time.perf_counter() - t0)
-            maas_emb = len(texts) / median(emb_times)
-
+            # Embeddings: requests of 32, one after the other, as encode(batch_size=32) does,
+            # asking for base64 vectors as the official openai client does by default. maas and
+            # sentence-transformers take turns, so both see the same machine load.
             import torch
             from sentence_transformers import SentenceTransformer
             torch.set_num_threads(args.threads)
             st = SentenceTransformer(str(minilm), device="cpu")
             st.encode(texts[:32], batch_size=32)
-            st_times = []
-            for _ in range(reps):
+            s.post("/v1/embeddings", {"model": "minilm", "input": texts[:32]})
+
+            def maas_embed():
+                out = []
+                for i in range(0, len(texts), 32):
+                    answer = s.post("/v1/embeddings", {"model": "minilm", "input": texts[i:i + 32],
+                                                       "encoding_format": "base64"})
+                    for d in answer["data"]:
+                        v = array.array("f")
+                        v.frombytes(base64.b64decode(d["embedding"]))
+                        out.append(v.tolist())
+                return out
+
+            emb_times, st_times = [], []
+            for _ in range(max(reps, 5) if not args.quick else 1):
+                t0 = time.perf_counter()
+                vectors = maas_embed()
+                emb_times.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 ref = st.encode(texts, batch_size=32, normalize_embeddings=True)
                 st_times.append(time.perf_counter() - t0)
+            maas_emb = len(texts) / median(emb_times)
             st_emb = len(texts) / median(st_times)
             worst = min(sum(a * b for a, b in zip(v, r)) for v, r in zip(vectors, ref.tolist()))
             print(f"embeddings: maas {maas_emb:.0f}/s, sentence-transformers {st_emb:.0f}/s, "
                   f"worst cosine {worst:.6f}", file=sys.stderr)
-            rows.append(("embeddings, 512 sentences in batches of 32 (sentences/s)", f"{maas_emb:.0f}",
+            rows.append(("embeddings, 512 sentences in requests of 32 (sentences/s; maas with its default bf16 weights)", f"{maas_emb:.0f}",
                          f"{st_emb:.0f} (sentence-transformers {torch.__version__})",
                          maas_emb / st_emb, "≥ 1.5×", maas_emb / st_emb >= 1.5))
             rows.append(("embeddings: lowest cosine vs sentence-transformers", f"{worst:.6f}", "", "",

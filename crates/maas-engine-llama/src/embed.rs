@@ -2,9 +2,9 @@
 //!
 //! Callers tokenize on their own thread (the model's vocabulary is shared and read-only) and
 //! hand token lists to one worker that owns the encoder context. The worker takes the first
-//! request, waits up to `max_wait` for more (or until `max_inputs` inputs are in hand), then
-//! packs the sequences into llama.cpp passes of a few hundred tokens, one sequence id
-//! each, and reads one pooled vector per sequence.
+//! request, waits up to `max_wait` for more (until `max_inputs` inputs, or a pass's worth of
+//! tokens, are in hand), then packs the sequences into llama.cpp passes of about a hundred
+//! tokens, one sequence id each, and reads one pooled vector per sequence.
 
 use std::num::NonZeroU32;
 use std::sync::{mpsc, Arc};
@@ -168,14 +168,19 @@ fn worker(
     let mut batch = LlamaBatch::new(pass.tokens, BATCH_SEQS as i32);
     // Ends when the embedder (the only sender) is dropped: the model was unloaded.
     while let Ok(first) = inbox.recv() {
+        let tokens = |r: &Request| r.inputs.iter().map(Vec::len).sum::<usize>();
+        let mut n_inputs = first.inputs.len();
+        let mut n_tokens = tokens(&first);
         let mut requests = vec![first];
-        let mut n_inputs = requests[0].inputs.len();
         let deadline = Instant::now() + batching.max_wait;
-        while n_inputs < batching.max_inputs {
+        // Waiting for company only pays while the inputs in hand do not fill a pass: a request
+        // of many inputs (a client's own batch) starts at once.
+        while n_inputs < batching.max_inputs && n_tokens < pass.target {
             let left = deadline.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(left) {
                 Ok(r) => {
                     n_inputs += r.inputs.len();
+                    n_tokens += tokens(&r);
                     requests.push(r);
                 }
                 Err(_) => break,
