@@ -162,6 +162,11 @@ async fn a_precision_is_checked_and_applies_only_to_conversions() {
     );
     let (status, _) = app.get("/api/v1/models/chat", ADMIN_KEY).await;
     assert_eq!(status, 404, "nothing is registered");
+    assert!(
+        app.staging_files().is_empty(),
+        "staging left behind: {:?}",
+        app.staging_files()
+    );
 }
 
 #[tokio::test]
