@@ -3,8 +3,11 @@
 //!
 //! A few worker threads share one queue in leader/follower fashion: one worker at a time
 //! collects a batch (so two half-empty batches do not race for the same requests), then hands
-//! the collecting role on and runs it while the next worker collects. Any backend whose model
-//! is a function from tensors to tensors can use it.
+//! the collecting role on and runs it while the next worker collects. A request that finds the
+//! model idle (nothing running, nothing else queued) runs at once: with no one else about,
+//! waiting would only add latency (a lone client paid the whole `max_wait` per request; on the
+//! dense-tower bench that was 0.59x the unbatched rate). Any backend whose model is a function
+//! from tensors to tensors can use it.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -52,6 +55,8 @@ impl Job {
 struct State {
     jobs: VecDeque<Job>,
     collecting: bool,
+    /// Batches being run.
+    running: usize,
     closed: bool,
 }
 
@@ -157,7 +162,8 @@ fn work(shared: &Shared) {
             continue;
         };
         let mut batch = vec![first];
-        if shared.batchable && batch[0].rows > 0 {
+        let idle = state.running == 0 && state.jobs.is_empty();
+        if shared.batchable && batch[0].rows > 0 && !idle {
             state.collecting = true;
             let deadline = batch[0].arrived + shared.policy.max_wait;
             let mut rows = batch[0].rows;
@@ -175,10 +181,12 @@ fn work(shared: &Shared) {
             }
             state.collecting = false;
         }
+        state.running += 1;
         drop(state);
         // Another worker may collect the next batch while this one runs.
         shared.changed.notify_all();
         run_batch(shared, batch);
+        shared.lock().running -= 1;
     }
 }
 
@@ -366,6 +374,31 @@ mod tests {
         assert_eq!(seen.iter().sum::<usize>(), 12);
         assert!(seen.len() < 8, "requests were not batched: {seen:?}");
         assert!(seen.iter().all(|n| *n <= 16));
+    }
+
+    #[test]
+    fn a_request_to_an_idle_model_does_not_wait_for_company() {
+        // Were the lone request held for max_wait, it would answer after ten minutes; the
+        // receiving end gives up long before that.
+        let seen = Arc::new(Mutex::new(vec![]));
+        let policy = BatchPolicy {
+            max_batch_size: 16,
+            max_wait: Duration::from_secs(600),
+            workers: 2,
+        };
+        let batcher =
+            Arc::new(TensorBatcher::new("t", doubler(seen.clone()), policy, true).unwrap());
+        for i in 0..3 {
+            let (tx, rx) = mpsc::channel();
+            let b = batcher.clone();
+            std::thread::spawn(move || tx.send(b.infer(row(i as f32, 1))));
+            let out = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a lone request was held back")
+                .unwrap();
+            assert_eq!(out[0].data, TensorData::F32(vec![i as f32 * 2.0; 2]));
+        }
+        assert_eq!(*seen.lock().unwrap(), vec![1, 1, 1]);
     }
 
     #[test]
