@@ -4,10 +4,11 @@
 //! A few worker threads share one queue in leader/follower fashion: one worker at a time
 //! collects a batch (so two half-empty batches do not race for the same requests), then hands
 //! the collecting role on and runs it while the next worker collects. A request that finds the
-//! model idle (nothing running, nothing else queued) runs at once: with no one else about,
-//! waiting would only add latency (a lone client paid the whole `max_wait` per request; on the
-//! dense-tower bench that was 0.59x the unbatched rate). Any backend whose model is a function
-//! from tensors to tensors can use it.
+//! model idle (nothing running, nothing else queued) after a quiet second (no request met
+//! another in the queue) runs at once: with no one else about, waiting only adds latency (a lone
+//! client paid the whole `max_wait` per request; on the dense-tower bench that was 0.59x the
+//! unbatched rate). While requests overlap, a lone one waits as before, since the others are
+//! on their way back. Any backend whose model is a function from tensors to tensors can use it.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -30,7 +31,8 @@ pub struct BatchPolicy {
     pub workers: usize,
 }
 
-type Reply = mpsc::SyncSender<Result<Vec<Tensor>, EngineError>>;
+type Answer = Result<Vec<Tensor>, EngineError>;
+type Reply = mpsc::SyncSender<Answer>;
 
 struct Job {
     inputs: Vec<Tensor>,
@@ -57,8 +59,13 @@ struct State {
     collecting: bool,
     /// Batches being run.
     running: usize,
+    /// When a request last arrived to find others queued or running.
+    overlapped_at: Option<Instant>,
     closed: bool,
 }
+
+/// How long requests count as overlapping after the last overlap.
+const QUIET: Duration = Duration::from_secs(1);
 
 struct Shared {
     state: Mutex<State>,
@@ -121,6 +128,9 @@ impl TensorBatcher {
         let rows = rows_of(&inputs).unwrap_or(0);
         {
             let mut state = self.shared.lock();
+            if state.running > 0 || !state.jobs.is_empty() {
+                state.overlapped_at = Some(Instant::now());
+            }
             state.jobs.push_back(Job {
                 inputs,
                 rows,
@@ -162,7 +172,9 @@ fn work(shared: &Shared) {
             continue;
         };
         let mut batch = vec![first];
-        let idle = state.running == 0 && state.jobs.is_empty();
+        let idle = state.running == 0
+            && state.jobs.is_empty()
+            && state.overlapped_at.is_none_or(|t| t.elapsed() > QUIET);
         if shared.batchable && batch[0].rows > 0 && !idle {
             state.collecting = true;
             let deadline = batch[0].arrived + shared.policy.max_wait;
@@ -185,8 +197,12 @@ fn work(shared: &Shared) {
         drop(state);
         // Another worker may collect the next batch while this one runs.
         shared.changed.notify_all();
-        run_batch(shared, batch);
+        let answers = run_batch(shared, batch);
+        // Done before anyone hears back, so a client's next request finds the model idle.
         shared.lock().running -= 1;
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
     }
 }
 
@@ -219,29 +235,31 @@ fn run_guarded(shared: &Shared, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Engi
     })
 }
 
-fn run_batch(shared: &Shared, mut batch: Vec<Job>) {
+/// Runs a batch and returns each request's answer, to be sent once the run is counted done.
+fn run_batch(shared: &Shared, mut batch: Vec<Job>) -> Vec<(Reply, Answer)> {
     if batch.len() == 1 {
-        if let Some(job) = batch.pop() {
-            let _ = job.reply.send(run_guarded(shared, job.inputs));
-        }
-        return;
+        return batch
+            .pop()
+            .map(|job| vec![(job.reply, run_guarded(shared, job.inputs))])
+            .unwrap_or_default();
     }
     let joined = join(&batch);
     let split = joined
         .and_then(|inputs| run_guarded(shared, inputs))
         .and_then(|outputs| split(&outputs, &batch));
     match split {
-        Ok(parts) => {
-            for (job, outputs) in batch.into_iter().zip(parts) {
-                let _ = job.reply.send(Ok(outputs));
-            }
-        }
+        Ok(parts) => batch
+            .into_iter()
+            .zip(parts)
+            .map(|(job, outputs)| (job.reply, Ok(outputs)))
+            .collect(),
         Err(e) => {
             // Each request then gets its own answer (and its own error, if it has one).
             tracing::debug!(error = %e, requests = batch.len(), "batched run failed; running each request alone");
-            for job in batch {
-                let _ = job.reply.send(run_guarded(shared, job.inputs));
-            }
+            batch
+                .into_iter()
+                .map(|job| (job.reply, run_guarded(shared, job.inputs)))
+                .collect()
         }
     }
 }
