@@ -366,32 +366,56 @@ mod tests {
         ]
     }
 
+    /// Waits (polling) until `ready` holds for the batcher's state.
+    fn until(batcher: &TensorBatcher, ready: impl Fn(&State) -> bool) {
+        while !ready(&batcher.shared.lock()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     #[test]
     fn concurrent_requests_run_as_one_batch_and_get_their_own_rows() {
         let seen = Arc::new(Mutex::new(vec![]));
+        // The model holds its first run until the test opens the gate, so the other requests
+        // queue up behind it for certain.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let run: Arc<RunFn> = {
+            let (gate, inner) = (gate.clone(), doubler(seen.clone()));
+            Arc::new(move |inputs: Vec<Tensor>| {
+                let (open, changed) = &*gate;
+                let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+                while !*open {
+                    open = changed.wait(open).unwrap_or_else(|e| e.into_inner());
+                }
+                drop(open);
+                inner(inputs)
+            })
+        };
         let policy = BatchPolicy {
             max_batch_size: 16,
             max_wait: Duration::from_millis(200),
             workers: 1,
         };
-        let batcher =
-            Arc::new(TensorBatcher::new("t", doubler(seen.clone()), policy, true).unwrap());
-        let handles: Vec<_> = (0..8)
-            .map(|i| {
-                let b = batcher.clone();
-                std::thread::spawn(move || b.infer(row(i as f32, 1 + i % 2)))
-            })
-            .collect();
+        let batcher = Arc::new(TensorBatcher::new("t", run, policy, true).unwrap());
+        let send = |i: usize| {
+            let b = batcher.clone();
+            std::thread::spawn(move || b.infer(row(i as f32, 1 + i % 2)))
+        };
+        let mut handles = vec![send(0)];
+        until(&batcher, |s| s.running == 1);
+        handles.extend((1..8).map(send));
+        until(&batcher, |s| s.jobs.len() == 7);
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
         for (i, h) in handles.into_iter().enumerate() {
             let out = h.join().unwrap().unwrap();
             let rows = 1 + i % 2;
             assert_eq!(out[0].shape, vec![rows, 2]);
             assert_eq!(out[0].data, TensorData::F32(vec![i as f32 * 2.0; rows * 2]));
         }
+        // The first ran alone (the model was idle); the seven that queued behind it, together.
         let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.iter().sum::<usize>(), 12);
-        assert!(seen.len() < 8, "requests were not batched: {seen:?}");
-        assert!(seen.iter().all(|n| *n <= 16));
+        assert_eq!(seen, vec![1, 11], "batches: {seen:?}");
     }
 
     #[test]
