@@ -128,7 +128,7 @@ impl TensorBatcher {
         let rows = rows_of(&inputs).unwrap_or(0);
         {
             let mut state = self.shared.lock();
-            if state.running > 0 || !state.jobs.is_empty() {
+            if state.running > 0 || state.collecting || !state.jobs.is_empty() {
                 state.overlapped_at = Some(Instant::now());
             }
             state.jobs.push_back(Job {
