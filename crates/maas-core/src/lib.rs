@@ -19,5 +19,5 @@ pub use entities::{
     NewVersion, Run, RunUpdate,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use kinds::{Format, Role, RunState, Task};
+pub use kinds::{Format, Precision, Role, RunState, Task};
 pub use names::{AliasName, ModelName, ModelRef, VersionSelector};

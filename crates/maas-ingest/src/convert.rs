@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use maas_core::{Digest, Error, Result};
+use maas_core::{Digest, Error, Precision, Result};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use sha2::{Digest as _, Sha256};
@@ -413,70 +413,32 @@ fn convert_data(dtype: &str, out: TensorType, bytes: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The element type of the encoder's weight matrices (the matrix products' inputs) in a
-/// converted GGUF. Embedding tables, norms and biases are not products' weights and stay F32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    /// 32-bit floats: the original numbers.
-    F32,
-    /// IEEE half precision.
-    F16,
-    /// bfloat16: half the memory, and about 1.5x the speed where the CPU multiplies bfloat16
-    /// natively (AVX512-BF16); vectors stay within cosine 0.99998 of F32 on all-MiniLM-L6-v2.
-    BF16,
-}
-
-impl Precision {
-    /// The default for weights stored as `dtype`: half-precision files keep their F16 weights
-    /// (bfloat16 would drop mantissa bits); F32 and BF16 files get bfloat16.
-    fn default_for(dtype: &str) -> Precision {
-        if dtype == "F16" {
-            Precision::F16
-        } else {
-            Precision::BF16
-        }
-    }
-
-    fn tensor_type(self) -> TensorType {
-        match self {
-            Precision::F32 => TensorType::F32,
-            Precision::F16 => TensorType::F16,
-            Precision::BF16 => TensorType::BF16,
-        }
-    }
-
-    /// llama.cpp's `general.file_type` for a file whose matrices are of this type.
-    fn file_type(self) -> u32 {
-        match self {
-            Precision::F32 => 0,
-            Precision::F16 => 1,
-            Precision::BF16 => 32,
-        }
+/// The precision of the layer matrices of a file whose weights are stored as `dtype`, when the
+/// caller asks for none: half-precision files keep their F16 weights (bfloat16 would drop
+/// mantissa bits); F32 and BF16 files get bfloat16. Embedding tables, norms and biases are not
+/// the products' weights and stay as they are (F32, or F16 tables).
+fn default_precision(dtype: &str) -> Precision {
+    if dtype == "F16" {
+        Precision::F16
+    } else {
+        Precision::BF16
     }
 }
 
-impl std::str::FromStr for Precision {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Precision> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(Precision::F32),
-            "f16" => Ok(Precision::F16),
-            "bf16" => Ok(Precision::BF16),
-            _ => Err(Error::invalid(format!(
-                "'{s}' is not a weight precision; use f32, f16 or bf16"
-            ))),
-        }
+fn tensor_type(p: Precision) -> TensorType {
+    match p {
+        Precision::F32 => TensorType::F32,
+        Precision::F16 => TensorType::F16,
+        Precision::BF16 => TensorType::BF16,
     }
 }
 
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-            Precision::BF16 => "bf16",
-        })
+/// llama.cpp's `general.file_type` for a file whose matrices are of precision `p`.
+fn file_type(p: Precision) -> u32 {
+    match p {
+        Precision::F32 => 0,
+        Precision::F16 => 1,
+        Precision::BF16 => 32,
     }
 }
 
@@ -580,9 +542,9 @@ pub fn bert_to_gguf(
             // Layer matrices get the precision asked for; embedding tables keep half
             // precision if they have it; vectors (norms, biases) must be F32 for ggml.
             let ty = if is_layer_matrix(&name, t.shape.len()) {
-                let p = precision.unwrap_or_else(|| Precision::default_for(&t.dtype));
+                let p = precision.unwrap_or_else(|| default_precision(&t.dtype));
                 matrices = Some(p);
-                p.tensor_type()
+                tensor_type(p)
             } else if t.dtype == "F16" && t.shape.len() == 2 {
                 TensorType::F16
             } else {
@@ -645,7 +607,7 @@ pub fn bert_to_gguf(
         "general.name",
         Value::Str(config.name_or_path.clone().unwrap_or_else(|| "bert".into())),
     );
-    kv("general.file_type", Value::U32(matrices.file_type()));
+    kv("general.file_type", Value::U32(file_type(matrices)));
     let n = |v: u64| Value::U32(u32::try_from(v).unwrap_or(u32::MAX));
     kv("bert.context_length", n(config.max_position_embeddings));
     kv("bert.embedding_length", n(config.hidden_size));
@@ -798,15 +760,12 @@ mod tests {
     }
 
     #[test]
-    fn precisions_parse_and_only_layer_matrices_take_them() {
-        assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::BF16);
-        assert_eq!("f32".parse::<Precision>().unwrap().to_string(), "f32");
-        let err = "q4".parse::<Precision>().unwrap_err();
-        assert!(err.message.contains("f32, f16 or bf16"), "{}", err.message);
+    fn only_layer_matrices_take_the_precision() {
         assert!(is_layer_matrix("blk.0.ffn_up.weight", 2));
         assert!(!is_layer_matrix("blk.0.ffn_up.bias", 1));
         assert!(!is_layer_matrix("token_embd.weight", 2));
-        assert_eq!(Precision::default_for("F32"), Precision::BF16);
-        assert_eq!(Precision::default_for("F16"), Precision::F16);
+        assert_eq!(default_precision("F32"), Precision::BF16);
+        assert_eq!(default_precision("F16"), Precision::F16);
+        assert_eq!(default_precision("BF16"), Precision::BF16);
     }
 }

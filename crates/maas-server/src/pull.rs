@@ -30,7 +30,7 @@ pub struct PullPlan {
     /// Serving settings to keep with the version.
     pub serving: Option<crate::serving::ServingConfig>,
     /// Weight precision of a GGUF converted at pull (None: the converter's default).
-    pub precision: Option<maas_ingest::convert::Precision>,
+    pub precision: Option<maas_core::Precision>,
 }
 
 /// Derives a model name from a source: the package, repository, or file stem.
