@@ -28,12 +28,15 @@ meta = json.load(sys.stdin)
 print(next(p["manifest_path"] for p in meta["packages"] if p["name"] == "llama-cpp-sys-2"))')
 llama_src="$(dirname "$sys_manifest")/llama.cpp"
 llama_tg=target/bench-llama-tg/llama-tg
-if [ ! -x "$llama_tg" ]; then
-  echo "bench: building the llama.cpp reference (bench/llama-tg) from $llama_src" >&2
-  cmake -S bench/llama-tg -B target/bench-llama-tg -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-    -DLLAMA_SRC="$llama_src" > /dev/null
-  cmake --build target/bench-llama-tg --target llama-tg -j "$(nproc)" > /dev/null
-fi
+# Compiled as maas compiles llama.cpp: for this CPU, without the AMX kernels (.cargo/config.toml).
+no_amx=""
+if [ "$(uname -m)" = x86_64 ]; then no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; fi
+echo "bench: building the llama.cpp reference (bench/llama-tg) from $llama_src" >&2
+log=target/bench-llama-tg.log
+{ cmake -S bench/llama-tg -B target/bench-llama-tg -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DCMAKE_C_FLAGS="$no_amx" -DCMAKE_CXX_FLAGS="$no_amx" -DLLAMA_SRC="$llama_src" &&
+  cmake --build target/bench-llama-tg --target llama-tg -j "$(nproc)"; } > "$log" 2>&1 ||
+  { tail -n 40 "$log" >&2; echo "bench: building bench/llama-tg failed (log: $log)" >&2; exit 1; }
 
 exec target/bench-venv/bin/python bench/serving.py \
   --maas target/release/maas --llama-tg "$llama_tg" \

@@ -8,7 +8,10 @@ to <out>/serving-<date>.md.
                 encode(batch_size=32) on PyTorch, both on --threads threads
   decode        maas streamed greedy chat answer, tokens/s between first and last token, vs
                 llama-bench's tg128 test (bench/llama-tg) on the same GGUF, threads and llama.cpp
-  8 streams     aggregate tokens/s of 8 concurrent chat streams vs one stream, same server
+  8 streams     aggregate tokens/s of 8 concurrent chat streams vs llama.cpp's own batched decoding
+                of 8 sequences (bench/llama-tg with N_SEQ 8: one context, one KV stream per
+                sequence, a token of each per decode call) on the same GGUF and threads; and the
+                8-to-1 scaling of maas next to llama.cpp's own
   ready         `maas serve` start to /v2/health/ready answering, both models registered
   first token   request to first streamed token on a freshly started server (model not loaded)
 """
@@ -144,7 +147,9 @@ def decode_rate(server, question, max_tokens):
 
 
 def aggregate_rate(server, questions, max_tokens):
-    """Completion tokens per second of wall time for concurrent chat streams."""
+    """Concurrent chat streams: (completion tokens per second of wall time, prompts included;
+    tokens per second while every stream is decoding, from the last stream's first token to the
+    first stream's last, which is what llama.cpp's batched decode loop measures)."""
     results = [None] * len(questions)
 
     def one(i):
@@ -157,7 +162,18 @@ def aggregate_rate(server, questions, max_tokens):
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return sum(r[2]["completion_tokens"] for r in results) / wall
+    overall = sum(r[2]["completion_tokens"] for r in results) / wall
+    start = max(r[1][0] for r in results)
+    end = min(r[1][-1] for r in results)
+    steady = sum(1 for r in results for t in r[1] if start < t <= end) / (end - start)
+    return overall, steady
+
+
+def llama_tg(binary, gguf, threads, reps, sequences):
+    """llama.cpp's decode tokens/s (aggregate over the sequences), median of its runs."""
+    out = subprocess.run([binary, str(gguf), "128", str(threads), str(reps), str(sequences)],
+                         check=True, capture_output=True, text=True).stdout
+    return statistics.median(json.loads(out)["samples_ts"])
 
 
 def median(xs):
@@ -248,19 +264,27 @@ def main():
             # Decode speed of one stream vs llama-bench on the same weights and threads.
             decode_rate(s, STORIES[0], 16)
             single = median([decode_rate(s, STORIES[0], 128) for _ in range(reps)])
-            out = subprocess.run([args.llama_tg, str(gguf), "128", str(args.threads), str(max(reps, 3))],
-                                 check=True, capture_output=True, text=True).stdout
-            ref_tg = statistics.median(json.loads(out)["samples_ts"])
+            ref_tg = llama_tg(args.llama_tg, gguf, args.threads, max(reps, 3), 1)
             print(f"decode: maas {single:.1f} tok/s, llama.cpp tg128 {ref_tg:.1f} tok/s", file=sys.stderr)
             rows.append(("decode, one stream (tokens/s)", f"{single:.1f}", f"{ref_tg:.1f} (llama.cpp tg128, bench/llama-tg)",
                          single / ref_tg, "≥ 0.97×", single / ref_tg >= 0.97))
 
-            # Continuous batching: eight concurrent streams against one, same server.
-            one = median([aggregate_rate(s, STORIES[:1], 128) for _ in range(reps)])
-            eight = median([aggregate_rate(s, STORIES, 128) for _ in range(reps)])
-            print(f"streams: 1 → {one:.1f} tok/s, 8 → {eight:.1f} tok/s", file=sys.stderr)
-            rows.append(("8 concurrent chat streams, aggregate (tokens/s)", f"{eight:.1f}",
-                         f"{one:.1f} (1 stream, same server)", eight / one, "≥ 3×", eight / one >= 3.0))
+            # Continuous batching: eight concurrent streams against llama.cpp decoding eight
+            # sequences in one batch, and against one stream on the same server. maas's figure
+            # is wall time from the requests to their last tokens, prompts included.
+            one = median([aggregate_rate(s, STORIES[:1], 128)[0] for _ in range(reps)])
+            runs = [aggregate_rate(s, STORIES, 128) for _ in range(reps)]
+            eight, eight_steady = median([r[0] for r in runs]), median([r[1] for r in runs])
+            ref8 = llama_tg(args.llama_tg, gguf, args.threads, max(reps, 3), 8)
+            print(f"streams: 1 → {one:.1f} tok/s, 8 → {eight:.1f} tok/s ({eight_steady:.1f} while all "
+                  f"decode); llama.cpp 8 sequences {ref8:.1f} tok/s", file=sys.stderr)
+            rows.append(("8 concurrent chat streams, tokens/s while all 8 decode", f"{eight_steady:.1f}",
+                         f"{ref8:.1f} (llama.cpp, 8 sequences batched, bench/llama-tg)", eight_steady / ref8,
+                         "≥ 0.97×", eight_steady / ref8 >= 0.97))
+            rows.append(("8 streams vs 1 stream, wall time with prompts (aggregate tokens/s)",
+                         f"{eight:.1f} vs {one:.1f}: {eight / one:.2f}×",
+                         f"llama.cpp batched 8 vs tg128: {ref8 / ref_tg:.2f}×", "", "≥ 3× (issue 3; see README)",
+                         eight / one >= 3.0))
         finally:
             s.stop()
 

@@ -1,6 +1,9 @@
 // Times token generation the way llama-bench's "tg" test does: a fresh context, one token per
 // decode call, n_gen calls, repeated; prints JSON with the mean and each run's tokens/s.
-// Usage: llama-tg MODEL.gguf N_GEN THREADS REPS
+// With N_SEQ > 1 it times batched generation the way llama-batched-bench does: N_SEQ sequences
+// in one context (one KV stream each, as maas runs them), every decode call carrying one token
+// of each; tokens/s is then the aggregate over all sequences.
+// Usage: llama-tg MODEL.gguf N_GEN THREADS REPS [N_SEQ]
 #include "llama.h"
 
 #include <chrono>
@@ -11,13 +14,18 @@
 static void quiet(ggml_log_level, const char *, void *) {}
 
 int main(int argc, char ** argv) {
-    if (argc != 5) {
-        std::fprintf(stderr, "usage: %s MODEL.gguf N_GEN THREADS REPS\n", argv[0]);
+    if (argc != 5 && argc != 6) {
+        std::fprintf(stderr, "usage: %s MODEL.gguf N_GEN THREADS REPS [N_SEQ]\n", argv[0]);
         return 2;
     }
     const int n_gen = std::atoi(argv[2]);
     const int threads = std::atoi(argv[3]);
     const int reps = std::atoi(argv[4]);
+    const int n_seq = argc == 6 ? std::atoi(argv[5]) : 1;
+    if (n_gen < 1 || threads < 1 || reps < 1 || n_seq < 1 || n_seq > 64) {
+        std::fprintf(stderr, "N_GEN, THREADS and REPS must be positive, N_SEQ 1..64\n");
+        return 2;
+    }
     llama_log_set(quiet, nullptr);
     llama_backend_init();
     llama_model * model = llama_model_load_from_file(argv[1], llama_model_default_params());
@@ -26,8 +34,10 @@ int main(int argc, char ** argv) {
         return 1;
     }
     llama_context_params cp = llama_context_default_params();
-    cp.n_ctx = n_gen + 16;
+    cp.n_ctx = n_seq * (n_gen + 16);
     cp.n_batch = cp.n_ctx;
+    cp.n_seq_max = n_seq;
+    cp.kv_unified = false;  // one KV stream per sequence, as maas runs them (the default)
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
     cp.no_perf = true;
@@ -39,11 +49,24 @@ int main(int argc, char ** argv) {
     const llama_vocab * vocab = llama_model_get_vocab(model);
     const int n_vocab = llama_vocab_n_tokens(vocab);
     llama_token token = llama_vocab_bos(vocab);
+    llama_batch many = llama_batch_init(n_seq, 0, 1);
 
     auto generate = [&](int n) {
         llama_memory_clear(llama_get_memory(ctx), true);
         for (int i = 0; i < n; i++) {
             llama_batch batch = llama_batch_get_one(&token, 1);
+            if (n_seq > 1) {
+                // One token of every sequence, each at its own position i.
+                many.n_tokens = n_seq;
+                for (int s = 0; s < n_seq; s++) {
+                    many.token[s] = i == 0 ? token : std::rand() % n_vocab;
+                    many.pos[s] = i;
+                    many.n_seq_id[s] = 1;
+                    many.seq_id[s][0] = s;
+                    many.logits[s] = 1;
+                }
+                batch = many;
+            }
             if (llama_decode(ctx, batch) != 0) {
                 std::fprintf(stderr, "decode failed\n");
                 std::exit(1);
@@ -60,14 +83,16 @@ int main(int argc, char ** argv) {
         generate(n_gen);
         const auto t1 = std::chrono::steady_clock::now();
         const double s = std::chrono::duration<double>(t1 - t0).count();
-        ts.push_back(n_gen / s);
-        sum += n_gen / s;
+        ts.push_back(n_seq * n_gen / s);
+        sum += n_seq * n_gen / s;
     }
-    std::printf("{\"n_gen\": %d, \"threads\": %d, \"avg_ts\": %.3f, \"samples_ts\": [", n_gen, threads, sum / reps);
+    std::printf("{\"n_gen\": %d, \"n_seq\": %d, \"threads\": %d, \"avg_ts\": %.3f, \"samples_ts\": [", n_gen,
+                n_seq, threads, sum / reps);
     for (size_t i = 0; i < ts.size(); i++) {
         std::printf("%s%.3f", i ? ", " : "", ts[i]);
     }
     std::printf("]}\n");
+    llama_batch_free(many);
     llama_free(ctx);
     llama_model_free(model);
     llama_backend_free();
