@@ -12,8 +12,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/fetch-models.sh
 
-export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=native}"
-cargo build --release --locked -p maas-cli
+scripts/build-release.sh
 
 if [ ! -x target/bench-venv/bin/python ] || ! target/bench-venv/bin/python -c "import sentence_transformers" 2>/dev/null; then
   echo "bench: installing sentence-transformers and PyTorch into target/bench-venv" >&2

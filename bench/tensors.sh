@@ -8,8 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/fetch-models.sh
-export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=native}"
-cargo build --release --locked -p maas-cli
+scripts/build-release.sh
 venv=target/tensors-venv
 if ! "$venv/bin/python" -c "import numpy, onnx" 2>/dev/null; then
   echo "bench: installing numpy and onnx into $venv" >&2

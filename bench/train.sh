@@ -7,8 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=native}"
-cargo build --release --locked -p maas-cli
+scripts/build-release.sh
 venv=target/bench-venv
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   echo "bench: installing PyTorch into $venv" >&2

@@ -4,8 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# The binary is built on, and for, this machine: llama.cpp gets its AVX2/AVX-512 kernels
-# (about 2x faster decoding than the portable baseline build). Override with RUSTFLAGS.
-export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=native}"
-cargo build --release --locked -p maas-cli
+# The binary is built on, and for, this machine (scripts/build-release.sh).
+scripts/build-release.sh
 exec target/release/maas serve "$@"
