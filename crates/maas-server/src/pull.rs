@@ -29,8 +29,11 @@ pub struct PullPlan {
     pub description: Option<String>,
     /// Serving settings to keep with the version.
     pub serving: Option<crate::serving::ServingConfig>,
-    /// Weight precision of a GGUF converted at pull (None: the converter's default).
+    /// Weight precision of a GGUF converted at pull, as the pull asked.
     pub precision: Option<maas_core::Precision>,
+    /// The server's precision for conversions the pull names none for (None: the converter's
+    /// default). Unlike `precision`, it is no mistake for a model that is not converted.
+    pub server_precision: Option<maas_core::Precision>,
 }
 
 /// Derives a model name from a source: the package, repository, or file stem.
@@ -293,7 +296,8 @@ async fn convert_for_llama(
     }
     progress.start_phase("converting to GGUF", 0);
     let out = staging.join(format!("maas-converted-{}", uuid::Uuid::new_v4().simple()));
-    let (input, path, precision) = (staged.clone(), out.clone(), plan.precision);
+    let precision = plan.precision.or(plan.server_precision);
+    let (input, path) = (staged.clone(), out.clone());
     let converted = tokio::task::spawn_blocking(move || {
         maas_ingest::convert::bert_to_gguf(&input, &path, precision)
     })

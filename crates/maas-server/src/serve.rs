@@ -36,6 +36,9 @@ pub struct ServeConfig {
     pub train_workers: usize,
     /// Loaded-model cache settings.
     pub cache: crate::CacheConfig,
+    /// Weight precision for models converted at pull when the pull names none (None: the
+    /// converter's default, bfloat16 layer matrices).
+    pub convert_precision: Option<maas_core::Precision>,
 }
 
 /// Opens the store, recovers from any crash, and builds the shared state.
@@ -76,6 +79,7 @@ pub async fn open_state(config: &ServeConfig) -> anyhow::Result<(AppState, Sqlit
         runs: crate::runs::Runs::new(config.train_workers, config.data_dir.join("runs")),
         staging_dir,
         max_blob_bytes: config.max_blob_bytes,
+        convert_precision: config.convert_precision,
     };
     Ok((state, registry))
 }

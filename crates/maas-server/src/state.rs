@@ -26,4 +26,6 @@ pub struct AppState {
     pub runs: crate::runs::Runs,
     /// Loaded models.
     pub models: Arc<ModelCache>,
+    /// Weight precision of conversions whose pull names none (`serve --convert-precision`).
+    pub convert_precision: Option<maas_core::Precision>,
 }

@@ -170,6 +170,42 @@ async fn a_precision_is_checked_and_applies_only_to_conversions() {
 }
 
 #[tokio::test]
+async fn a_server_wide_precision_applies_to_conversions_that_name_none() {
+    // `maas serve --convert-precision f32`: an operator on a CPU where f32 is the faster choice.
+    let app = spawn_app_with(|c| c.convert_precision = Some(maas_core::Precision::F32)).await;
+    let upload = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
+    let (status, v) = app
+        .pull(ADMIN_KEY, json!({"upload": upload, "name": "minilm"}))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["metadata"]["converted"]["weights"], "f32", "{v}");
+
+    // A pull that names a precision gets it.
+    let upload = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
+    let (status, v) = app
+        .pull(
+            ADMIN_KEY,
+            json!({"upload": upload, "name": "minilm-bf16", "precision": "bf16"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["metadata"]["converted"]["weights"], "bf16", "{v}");
+
+    // A model that is not converted is pulled as it is: the server's setting is no mistake.
+    let file = app.upload(ADMIN_KEY, &smollm2_gguf(), "m.gguf").await;
+    let upload = json!({"files": [file], "is_dir": false, "label": "m.gguf"});
+    let (status, v) = app
+        .pull(ADMIN_KEY, json!({"upload": upload, "name": "chat"}))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert!(v["metadata"].get("converted").is_none(), "{v}");
+
+    let (status, body) = embed(&app, json!({"model": "minilm", "input": "a lighthouse"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(floats(&body["data"][0]["embedding"]).len(), 384);
+}
+
+#[tokio::test]
 async fn concurrent_requests_are_batched_without_changing_results() {
     let app = app_with_minilm().await;
     let items = reference();

@@ -123,6 +123,7 @@ fn plan(body: PullRequest) -> Result<PullPlan, ApiError> {
         description: body.description,
         serving: body.serving,
         precision: field("precision", body.precision.as_deref(), str::parse)?,
+        server_precision: None,
     })
 }
 
@@ -137,7 +138,10 @@ async fn create_pull(
     ApiJson(body): ApiJson<PullRequest>,
 ) -> ApiResult<Response> {
     who.require(Role::Deployer)?;
-    let plan = plan(body)?;
+    let plan = PullPlan {
+        server_precision: state.convert_precision,
+        ..plan(body)?
+    };
     if let Some(name) = &plan.name {
         who.require_model(name)?;
     }

@@ -40,6 +40,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
             batching: maas_server::Batching::default(),
             idle_unload: None,
         },
+        convert_precision: None,
     };
     adjust(&mut config);
     let (state, _registry) = open_state(&config).await.unwrap();
