@@ -165,6 +165,8 @@ def aggregate_rate(server, questions, max_tokens):
     overall = sum(r[2]["completion_tokens"] for r in results) / wall
     start = max(r[1][0] for r in results)
     end = min(r[1][-1] for r in results)
+    if end <= start:  # a stream ended before the last one began: no window where all decode
+        return overall, float("nan")
     steady = sum(1 for r in results for t in r[1] if start < t <= end) / (end - start)
     return overall, steady
 
