@@ -87,8 +87,9 @@ text_enum!(
         F32 => "f32",
         /// IEEE half precision.
         F16 => "f16",
-        /// bfloat16: half the memory, and about 1.5x the speed where the CPU multiplies
-        /// bfloat16 natively (AVX512-BF16); within cosine 0.99998 of f32 on all-MiniLM-L6-v2.
+        /// bfloat16: half the memory; within cosine 0.99998 of f32 on all-MiniLM-L6-v2. Faster
+        /// than f32 where bfloat16 dot products are fast (~1.6x on AMD Zen 4), slower on Intel
+        /// Xeons, which run f32 FMAs on two ports and bfloat16 dot products on one.
         BF16 => "bf16",
     }
 );

@@ -13,12 +13,18 @@ use serde_json::{json, Value};
 
 async fn app_with_minilm() -> TestApp {
     let app = spawn_app().await;
-    let upload = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
-    let (status, v) = app
-        .pull(ADMIN_KEY, json!({"upload": upload, "name": "minilm"}))
-        .await;
-    assert_eq!(status, 201, "{v}");
+    pull_minilm(&app, json!({"name": "minilm"})).await;
     app
+}
+
+/// Uploads the MiniLM folder and pulls it with `fields` (name, precision …); returns the
+/// registered version.
+async fn pull_minilm(app: &TestApp, fields: Value) -> Value {
+    let mut body = fields;
+    body["upload"] = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
+    let (status, v) = app.pull(ADMIN_KEY, body).await;
+    assert_eq!(status, 201, "{v}");
+    v
 }
 
 fn reference() -> Vec<(String, Vec<f32>)> {
@@ -111,14 +117,7 @@ async fn minilm_matches_sentence_transformers() {
     assert!(worst >= 0.9999, "bf16: cosine {worst} is below 0.9999");
 
     // f32 keeps the original numbers, and so matches more closely.
-    let upload = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
-    let (status, v) = app
-        .pull(
-            ADMIN_KEY,
-            json!({"upload": upload, "name": "minilm-f32", "precision": "f32"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{v}");
+    let v = pull_minilm(&app, json!({"name": "minilm-f32", "precision": "f32"})).await;
     assert_eq!(v["metadata"]["converted"]["weights"], "f32", "{v}");
     assert!(
         v["artifact_size_bytes"].as_u64().unwrap()
@@ -173,22 +172,11 @@ async fn a_precision_is_checked_and_applies_only_to_conversions() {
 async fn a_server_wide_precision_applies_to_conversions_that_name_none() {
     // `maas serve --convert-precision f32`: an operator on a CPU where f32 is the faster choice.
     let app = spawn_app_with(|c| c.convert_precision = Some(maas_core::Precision::F32)).await;
-    let upload = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
-    let (status, v) = app
-        .pull(ADMIN_KEY, json!({"upload": upload, "name": "minilm"}))
-        .await;
-    assert_eq!(status, 201, "{v}");
+    let v = pull_minilm(&app, json!({"name": "minilm"})).await;
     assert_eq!(v["metadata"]["converted"]["weights"], "f32", "{v}");
 
     // A pull that names a precision gets it.
-    let upload = app.upload_dir(ADMIN_KEY, &minilm_dir()).await;
-    let (status, v) = app
-        .pull(
-            ADMIN_KEY,
-            json!({"upload": upload, "name": "minilm-bf16", "precision": "bf16"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{v}");
+    let v = pull_minilm(&app, json!({"name": "minilm-bf16", "precision": "bf16"})).await;
     assert_eq!(v["metadata"]["converted"]["weights"], "bf16", "{v}");
 
     // A model that is not converted is pulled as it is: the server's setting is no mistake.

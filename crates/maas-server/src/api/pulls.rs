@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use maas_core::{check_relative_path, Error, FileEntry, Format, ModelName, Role, Task};
+use maas_core::{check_relative_path, Error, FileEntry, Format, ModelName, Precision, Role, Task};
 use maas_ingest::Source;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -89,7 +89,7 @@ fn field<T>(
         .transpose()
 }
 
-fn plan(body: PullRequest) -> Result<PullPlan, ApiError> {
+fn plan(body: PullRequest, server_precision: Option<Precision>) -> Result<PullPlan, ApiError> {
     let source = match (body.source, body.upload) {
         (Some(s), None) => Source::parse_remote(&s)
             .map_err(|e| Error::invalid(format!("source: {}", e.message)))?,
@@ -123,7 +123,7 @@ fn plan(body: PullRequest) -> Result<PullPlan, ApiError> {
         description: body.description,
         serving: body.serving,
         precision: field("precision", body.precision.as_deref(), str::parse)?,
-        server_precision: None,
+        server_precision,
     })
 }
 
@@ -138,10 +138,7 @@ async fn create_pull(
     ApiJson(body): ApiJson<PullRequest>,
 ) -> ApiResult<Response> {
     who.require(Role::Deployer)?;
-    let plan = PullPlan {
-        server_precision: state.convert_precision,
-        ..plan(body)?
-    };
+    let plan = plan(body, state.convert_precision)?;
     if let Some(name) = &plan.name {
         who.require_model(name)?;
     }
