@@ -7,11 +7,13 @@ to <out>/serving-<date>.md.
   embeddings    maas /v1/embeddings (512 sentences, requests of 32) vs sentence-transformers
                 encode(batch_size=32) on PyTorch, both on --threads threads
   decode        maas streamed greedy chat answer, tokens/s between first and last token, vs
-                llama-bench's tg128 test (bench/llama-tg) on the same GGUF, threads and llama.cpp
+                llama-bench's tg128 test (bench/llama-tg) on the same GGUF, threads and llama.cpp,
+                and vs llama.cpp decoding after the same prompt in a context of maas's size
   8 streams     aggregate tokens/s of 8 concurrent chat streams vs llama.cpp's own batched decoding
                 of 8 sequences (bench/llama-tg with N_SEQ 8: one context, one KV stream per
-                sequence, a token of each per decode call) on the same GGUF and threads; and the
-                8-to-1 scaling of maas next to llama.cpp's own
+                sequence, a token of each per decode call) on the same GGUF and threads, from empty
+                caches and after the same prompts; and the 8-to-1 scaling of maas next to
+                llama.cpp's own. maas and llama.cpp take turns (median of 9 turns at least)
   ready         `maas serve` start to /v2/health/ready answering, both models registered
   first token   request to first streamed token on a freshly started server (model not loaded)
 """
@@ -21,6 +23,7 @@ import base64
 import datetime
 import http.client
 import json
+import math
 import os
 import random
 import signal
@@ -140,10 +143,11 @@ STORIES = ["Write a long story about a lighthouse keeper.", "Write a long story 
 
 
 def decode_rate(server, question, max_tokens):
-    """Tokens/s between the first and the last streamed token of one chat answer."""
+    """Tokens/s between the first and the last streamed token of one chat answer, and the
+    answer's prompt tokens."""
     _, times, usage = server.stream("/v1/chat/completions", chat_body(question, max_tokens))
     n = usage["completion_tokens"]
-    return (n - 1) / (times[-1] - times[0])
+    return (n - 1) / (times[-1] - times[0]), usage["prompt_tokens"]
 
 
 def aggregate_rate(server, questions, max_tokens):
@@ -171,10 +175,19 @@ def aggregate_rate(server, questions, max_tokens):
     return overall, steady
 
 
-def llama_tg(binary, gguf, threads, reps, sequences):
-    """llama.cpp's decode tokens/s (aggregate over the sequences), median of its runs."""
-    out = subprocess.run([binary, str(gguf), "128", str(threads), str(reps), str(sequences)],
-                         check=True, capture_output=True, text=True).stdout
+# The context maas gives each sequence of a chat model whose training context is longer
+# (maas-engine-llama's LlamaBackend::max_context).
+MAAS_CONTEXT = 4096
+
+
+def llama_tg(binary, gguf, threads, reps, sequences, depth=0, n_ctx=None):
+    """llama.cpp's decode tokens/s (aggregate over the sequences), median of its runs: from an
+    empty cache in a context just big enough (llama-bench's tg128), or after `depth` prompt
+    tokens in a context of `n_ctx` tokens per sequence."""
+    cmd = [binary, str(gguf), "128", str(threads), str(reps), str(sequences)]
+    if depth or n_ctx:
+        cmd += [str(depth)] + ([str(n_ctx)] if n_ctx else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return statistics.median(json.loads(out)["samples_ts"])
 
 
@@ -194,6 +207,7 @@ def main():
     args = ap.parse_args()
     reps = 1 if args.quick else args.reps
     emb_reps = 1 if args.quick else max(reps, 5)
+    dec_reps = 1 if args.quick else max(reps, 9)
     models = Path(args.models)
     gguf, minilm = models / SMOLLM2, models / MINILM
     texts = sentences(512)
@@ -264,28 +278,55 @@ def main():
                          "≥ 0.9999", worst >= 0.9999))
 
             # Decode speed of one stream vs llama-bench on the same weights and threads.
-            decode_rate(s, STORIES[0], 16)
-            single = median([decode_rate(s, STORIES[0], 128) for _ in range(reps)])
-            ref_tg = llama_tg(args.llama_tg, gguf, args.threads, max(reps, 3), 1)
-            print(f"decode: maas {single:.1f} tok/s, llama.cpp tg128 {ref_tg:.1f} tok/s", file=sys.stderr)
+            # llama-bench's tg128 decodes from an empty cache in a 128-token context, so it
+            # attends over 128 cache cells; llama.cpp attends over at least 256 in any larger
+            # context, such as a server's. The second reference decodes as maas's streams do:
+            # after the same prompt, in a context of maas's size. maas and llama.cpp take turns,
+            # so both see the same machine load.
+            _, prompt_tokens = decode_rate(s, STORIES[0], 16)
+            ours, tg128, same = [], [], []
+            for _ in range(dec_reps):
+                ours.append(decode_rate(s, STORIES[0], 128)[0])
+                tg128.append(llama_tg(args.llama_tg, gguf, args.threads, 1, 1))
+                same.append(llama_tg(args.llama_tg, gguf, args.threads, 1, 1, prompt_tokens, MAAS_CONTEXT))
+            single, ref_tg, ref_same = median(ours), median(tg128), median(same)
+            print(f"decode: maas {single:.1f} tok/s, llama.cpp tg128 {ref_tg:.1f} tok/s, after the same "
+                  f"{prompt_tokens}-token prompt in a {MAAS_CONTEXT}-token context {ref_same:.1f} tok/s",
+                  file=sys.stderr)
             rows.append(("decode, one stream (tokens/s)", f"{single:.1f}", f"{ref_tg:.1f} (llama.cpp tg128, bench/llama-tg)",
                          single / ref_tg, "≥ 0.97×", single / ref_tg >= 0.97))
+            rows.append((f"decode, one stream, both after the same {prompt_tokens}-token prompt in a "
+                         f"{MAAS_CONTEXT}-token context (tokens/s)", f"{single:.1f}",
+                         f"{ref_same:.1f} (llama.cpp, bench/llama-tg)", single / ref_same, "≥ 0.97×",
+                         single / ref_same >= 0.97))
 
             # Continuous batching: eight concurrent streams against llama.cpp decoding eight
-            # sequences in one batch, and against one stream on the same server. maas's figure
-            # is wall time from the requests to their last tokens, prompts included.
+            # sequences in one batch, and against one stream on the same server. maas's overall
+            # figure is wall time from the requests to their last tokens, prompts included.
             one = median([aggregate_rate(s, STORIES[:1], 128)[0] for _ in range(reps)])
-            runs = [aggregate_rate(s, STORIES, 128) for _ in range(reps)]
-            eight, eight_steady = median([r[0] for r in runs]), median([r[1] for r in runs])
-            ref8 = llama_tg(args.llama_tg, gguf, args.threads, max(reps, 3), 8)
+            runs, batched, batched_same = [], [], []
+            for _ in range(dec_reps):
+                runs.append(aggregate_rate(s, STORIES, 128))
+                batched.append(llama_tg(args.llama_tg, gguf, args.threads, 1, 8))
+                batched_same.append(llama_tg(args.llama_tg, gguf, args.threads, 1, 8, prompt_tokens, MAAS_CONTEXT))
+            eight = median([r[0] for r in runs])
+            steady = [r[1] for r in runs if not math.isnan(r[1])]
+            eight_steady = median(steady) if steady else float("nan")
+            ref8, ref8_same = median(batched), median(batched_same)
             print(f"streams: 1 → {one:.1f} tok/s, 8 → {eight:.1f} tok/s ({eight_steady:.1f} while all "
-                  f"decode); llama.cpp 8 sequences {ref8:.1f} tok/s", file=sys.stderr)
+                  f"decode); llama.cpp 8 sequences {ref8:.1f} tok/s, {ref8_same:.1f} after prompts in "
+                  f"{MAAS_CONTEXT}-token contexts", file=sys.stderr)
             rows.append(("8 concurrent chat streams, tokens/s while all 8 decode", f"{eight_steady:.1f}",
                          f"{ref8:.1f} (llama.cpp, 8 sequences batched, bench/llama-tg)", eight_steady / ref8,
                          "≥ 0.97×", eight_steady / ref8 >= 0.97))
+            rows.append((f"8 concurrent chat streams, both after ~{prompt_tokens}-token prompts in "
+                         f"{MAAS_CONTEXT}-token contexts (tokens/s while all decode)", f"{eight_steady:.1f}",
+                         f"{ref8_same:.1f} (llama.cpp, 8 sequences batched, bench/llama-tg)",
+                         eight_steady / ref8_same, "≥ 0.97×", eight_steady / ref8_same >= 0.97))
             rows.append(("8 streams vs 1 stream, wall time with prompts (aggregate tokens/s)",
                          f"{eight:.1f} vs {one:.1f}: {eight / one:.2f}×",
-                         f"llama.cpp batched 8 vs tg128: {ref8 / ref_tg:.2f}×", "", "≥ 3× (issue 3; see README)",
+                         f"llama.cpp batched 8 vs 1: {ref8 / ref_tg:.2f}× from empty caches, "
+                         f"{ref8_same / ref_same:.2f}× after the prompts", "", "≥ 3× (issue 3; see README)",
                          eight / one >= 3.0))
         finally:
             s.stop()
@@ -295,7 +336,8 @@ def main():
     lines = [f"# Serving benchmark, {today}", "",
              f"Machine: {os.cpu_count()} CPUs ({cpu}); {args.threads} compute threads on each side; "
              f"median of {reps} run(s) (embeddings: {emb_reps} runs, maas and sentence-transformers "
-             f"taking turns). Produced by `bench/run.sh`.", "",
+             f"taking turns; decode and 8 streams: {dec_reps} turns, maas and llama.cpp taking turns). "
+             f"Produced by `bench/run.sh`.", "",
              "| measure | maas | reference | ratio | goal | met |", "|---|---|---|---|---|---|"]
     for name, ours, ref, ratio, goal, met in rows:
         r = f"{ratio:.2f}×" if ratio != "" else ""
