@@ -278,10 +278,10 @@ def main():
                          "≥ 0.9999", worst >= 0.9999))
 
             # Decode speed of one stream vs llama-bench on the same weights and threads.
-            # llama-bench's tg128 decodes from an empty cache in a 128-token context, so it
-            # attends over 128 cache cells; llama.cpp attends over at least 256 in any larger
-            # context, such as a server's. The second reference decodes as maas's streams do:
-            # after the same prompt, in a context of maas's size. maas and llama.cpp take turns,
+            # llama-bench's tg128 decodes from an empty cache in a 128-token context; every chat
+            # answer follows a prompt, and attending over it measured ~10% slower. The second
+            # reference decodes as maas's streams do: after the same prompt, in a context of
+            # maas's size. maas and llama.cpp take turns,
             # so both see the same machine load.
             _, prompt_tokens = decode_rate(s, STORIES[0], 16)
             ours, tg128, same = [], [], []

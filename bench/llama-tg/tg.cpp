@@ -5,9 +5,8 @@
 // of each; tokens/s is then the aggregate over all sequences.
 // With DEPTH > 0 each sequence first holds DEPTH prompt tokens (decoded before the clock starts,
 // as llama-bench's -d does), so generation attends over a prompt as a chat answer does.
-// N_CTX sets each sequence's context (default: just what the run needs, as llama-bench sizes it).
-// It matters: llama.cpp attends over at least 256 cache cells (or the whole cache, if smaller),
-// so a server-sized context costs more attention per token than llama-bench's 128-token one.
+// N_CTX sets each sequence's context (default: just what the run needs, as llama-bench sizes it),
+// so the reference can run in a context of the server's size.
 // Usage: llama-tg MODEL.gguf N_GEN THREADS REPS [N_SEQ [DEPTH [N_CTX]]]
 #include "llama.h"
 
@@ -88,17 +87,8 @@ int main(int argc, char ** argv) {
     auto generate = [&](int n) {
         for (int i = 0; i < n; i++) {
             llama_batch batch = llama_batch_get_one(&token, 1);
-            if (depth > 0 && n_seq == 1) {
-                many.n_tokens = 1;
-                many.token[0] = token;
-                many.pos[0] = depth + i;
-                many.n_seq_id[0] = 1;
-                many.seq_id[0][0] = 0;
-                many.logits[0] = 1;
-                batch = many;
-            }
-            if (n_seq > 1) {
-                // One token of every sequence, each at its own position i.
+            if (n_seq > 1 || depth > 0) {
+                // One token of every sequence, each at position depth + i of its own stream.
                 many.n_tokens = n_seq;
                 for (int s = 0; s < n_seq; s++) {
                     many.token[s] = i == 0 ? token : std::rand() % n_vocab;
