@@ -277,12 +277,11 @@ def main():
             rows.append(("embeddings: lowest cosine vs sentence-transformers", f"{worst:.6f}", "", "",
                          "≥ 0.9999", worst >= 0.9999))
 
-            # Decode speed of one stream vs llama-bench on the same weights and threads.
-            # llama-bench's tg128 decodes from an empty cache in a 128-token context; every chat
-            # answer follows a prompt, and attending over it measured ~10% slower. The second
-            # reference decodes as maas's streams do: after the same prompt, in a context of
-            # maas's size. maas and llama.cpp take turns,
-            # so both see the same machine load.
+            # Decode speed of one stream vs llama.cpp on the same weights and threads: llama-bench's
+            # tg128 decodes from an empty cache in a 128-token context, while every chat answer
+            # follows a prompt (attending over it measured ~10% slower), so the second reference
+            # decodes after the same prompt in a context of maas's size. maas and llama.cpp take
+            # turns, so both see the same machine load.
             _, prompt_tokens = decode_rate(s, STORIES[0], 16)
             ours, tg128, same = [], [], []
             for _ in range(dec_reps):
