@@ -80,10 +80,45 @@ fn new_context(
     open_context(model, params, threads)
 }
 
-fn sampler(params: &GenerateParams) -> LlamaSampler {
-    if params.temperature <= 0.0 {
-        return LlamaSampler::greedy();
+/// How a sequence picks its next token.
+enum Sampler {
+    /// Temperature 0: the most likely token, the first of equals (as llama.cpp's greedy
+    /// sampler), read straight from the logits, without building llama.cpp's candidate array
+    /// of the whole vocabulary (49k entries for SmolLM2) every step.
+    Greedy,
+    Chain(LlamaSampler),
+}
+
+impl Sampler {
+    fn new(params: &GenerateParams) -> Self {
+        if params.temperature <= 0.0 {
+            Self::Greedy
+        } else {
+            Self::Chain(chain(params))
+        }
     }
+
+    /// The token for the logits at `at` in the batch just decoded.
+    fn sample(&mut self, ctx: &LlamaContext<'_>, at: i32) -> LlamaToken {
+        match self {
+            Self::Greedy => LlamaToken(argmax(ctx.get_logits_ith(at))),
+            Self::Chain(sampler) => sampler.sample(ctx, at),
+        }
+    }
+}
+
+/// Index of the largest value, the first one on ties; NaN never wins.
+fn argmax(values: &[f32]) -> i32 {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &v) in values.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    i32::try_from(best.0).unwrap_or(0)
+}
+
+fn chain(params: &GenerateParams) -> LlamaSampler {
     let mut chain = vec![];
     if params.top_k > 0 {
         chain.push(LlamaSampler::top_k(params.top_k));
@@ -107,7 +142,7 @@ struct Sequence {
     next: Option<LlamaToken>,
     /// Position of the next token to decode.
     pos: i32,
-    sampler: LlamaSampler,
+    sampler: Sampler,
     text: TextAssembler,
     completion_tokens: u32,
     /// Where this sequence's logits are in the batch just decoded.
@@ -211,7 +246,7 @@ impl<'m> Worker<'m> {
             at,
             Sequence {
                 id,
-                sampler: sampler(&request.params),
+                sampler: Sampler::new(&request.params),
                 text: TextAssembler::new(&request.params.stop),
                 request,
                 prompt,
@@ -363,5 +398,18 @@ impl TextGenerator for LlamaGenerator {
                 "the llama.cpp worker has stopped".to_owned(),
             )));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_takes_the_first_of_equal_largest_values() {
+        assert_eq!(argmax(&[0.5, 2.0, -1.0, 2.0]), 1);
+        assert_eq!(argmax(&[-3.0, -2.0, -2.5]), 1);
+        assert_eq!(argmax(&[f32::NAN, 1.0, f32::NAN, 0.5]), 1);
+        assert_eq!(argmax(&[7.0]), 0);
     }
 }
