@@ -149,8 +149,8 @@ struct ServeArgs {
     #[arg(long, default_value_t = 2)]
     batch_wait_ms: u64,
     /// Weight precision (f32, f16, bf16) for models converted at pull (safetensors BERT
-    /// embedding folders) when the pull names none [default: bf16, f16 for f16 files]. bf16 is
-    /// faster on AMD Zen 4, f32 on Intel Xeons.
+    /// embedding folders) when the pull names none [default: f16 files keep f16, bf16 files
+    /// bf16; f32 files get bf16 on AMD CPUs with AVX512-BF16, f16 elsewhere].
     #[arg(long)]
     convert_precision: Option<maas_core::Precision>,
 }

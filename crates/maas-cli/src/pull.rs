@@ -41,8 +41,8 @@ pub struct PullArgs {
     #[arg(long, alias = "preprocess")]
     serving: Option<std::path::PathBuf>,
     /// Weight precision when a safetensors BERT embedding folder is converted to GGUF:
-    /// bf16 (the default for F32 weights; ~1.5x faster where the CPU has AVX512-BF16), f16, or
-    /// f32 (the original numbers).
+    /// f16, bf16, or f32 (the original numbers). By default F32 weights get the half precision
+    /// this CPU multiplies fastest: bf16 on AMD CPUs with AVX512-BF16, f16 elsewhere.
     #[arg(long)]
     precision: Option<String>,
     /// Print the job id and return without waiting.

@@ -64,7 +64,9 @@ pub struct PullRequest {
     #[serde(default)]
     pub serving: Option<crate::serving::ServingConfig>,
     /// Weight precision of the GGUF a safetensors BERT embedding folder is converted to:
-    /// `bf16` (default for F32 weights), `f16` or `f32` (the original numbers).
+    /// `f16`, `bf16` or `f32` (the original numbers). By default F32 weights get the half
+    /// precision the server's CPU multiplies fastest: bf16 on AMD CPUs with AVX512-BF16, f16
+    /// elsewhere (and f16 files stay f16, bf16 files bf16).
     #[serde(default)]
     pub precision: Option<String>,
 }
