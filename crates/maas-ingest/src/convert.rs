@@ -376,16 +376,9 @@ fn element_size(dtype: &str) -> Option<u64> {
     }
 }
 
-/// Converts `bytes` of `dtype` to the tensor's output type (rounding to nearest, ties to even).
-fn convert_data(dtype: &str, out: TensorType, bytes: &[u8]) -> Vec<u8> {
-    let same = matches!(
-        (dtype, out),
-        ("F32", TensorType::F32) | ("F16", TensorType::F16) | ("BF16", TensorType::BF16)
-    );
-    if same {
-        return bytes.to_vec();
-    }
-    let values: Box<dyn Iterator<Item = f32> + '_> = match dtype {
+/// The numbers in `bytes` of `dtype` (F32, BF16, or else F16).
+fn values<'a>(dtype: &str, bytes: &'a [u8]) -> Box<dyn Iterator<Item = f32> + 'a> {
+    match dtype {
         "F32" => Box::new(
             bytes
                 .chunks_exact(4)
@@ -401,7 +394,19 @@ fn convert_data(dtype: &str, out: TensorType, bytes: &[u8]) -> Vec<u8> {
                 .chunks_exact(2)
                 .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
         ),
-    };
+    }
+}
+
+/// Converts `bytes` of `dtype` to the tensor's output type (rounding to nearest, ties to even).
+fn convert_data(dtype: &str, out: TensorType, bytes: &[u8]) -> Vec<u8> {
+    let same = matches!(
+        (dtype, out),
+        ("F32", TensorType::F32) | ("F16", TensorType::F16) | ("BF16", TensorType::BF16)
+    );
+    if same {
+        return bytes.to_vec();
+    }
+    let values = values(dtype, bytes);
     match out {
         TensorType::F32 => values.flat_map(f32::to_le_bytes).collect(),
         TensorType::F16 => values
@@ -448,22 +453,10 @@ pub fn fast_half_precision() -> Precision {
 /// The first value of `bytes` (of `dtype`) that IEEE half precision cannot hold (beyond
 /// ±65504, which rounds to infinity).
 fn beyond_f16(dtype: &str, bytes: &[u8]) -> Option<f32> {
-    let values: Box<dyn Iterator<Item = f32> + '_> = match dtype {
-        "F32" => Box::new(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        ),
-        "BF16" => Box::new(
-            bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
-        _ => return None,
-    };
-    values
-        .into_iter()
-        .find(|v| v.is_finite() && half::f16::from_f32(*v).is_infinite())
+    if dtype == "F16" {
+        return None;
+    }
+    values(dtype, bytes).find(|v| v.is_finite() && half::f16::from_f32(*v).is_infinite())
 }
 
 fn tensor_type(p: Precision) -> TensorType {

@@ -189,7 +189,7 @@ async fn a_precision_is_checked_and_applies_only_to_conversions() {
 /// A copy of the MiniLM folder whose first FFN matrix holds `value` in its first cell.
 fn minilm_with_a_weight_of(value: f32) -> tempfile::TempDir {
     let copy = tempfile::tempdir().unwrap();
-    for (rel, path) in walk_files(&minilm_dir()) {
+    for (rel, path) in walk(&minilm_dir(), &minilm_dir()) {
         let to = copy.path().join(&rel);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(&path, &to).unwrap();
@@ -209,22 +209,6 @@ fn minilm_with_a_weight_of(value: f32) -> tempfile::TempDir {
     bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
     std::fs::write(&file, bytes).unwrap();
     copy
-}
-
-fn walk_files(dir: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if path.is_dir() {
-            for (rel, p) in walk_files(&path) {
-                out.push((format!("{name}/{rel}"), p));
-            }
-        } else {
-            out.push((name, path));
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -169,7 +169,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn walk(root: &Path, dir: &Path) -> Vec<(String, PathBuf)> {
+pub fn walk(root: &Path, dir: &Path) -> Vec<(String, PathBuf)> {
     let mut out = vec![];
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
