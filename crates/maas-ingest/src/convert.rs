@@ -655,28 +655,25 @@ pub fn bert_to_gguf(
         Ok(bytes)
     };
     // IEEE half stops at ±65504. Asked for, a matrix beyond it is refused; chosen by default,
-    // the matrices fall back to bfloat16 (the range of f32).
-    for i in 0..sources.len() {
-        let s = &sources[i];
-        if s.info.ty != TensorType::F16 || s.dtype == "F16" {
-            continue;
+    // the matrices fall back to bfloat16 (the range of f32). Files already in F16 fit.
+    let narrowed = |s: &Source| s.info.ty == TensorType::F16 && s.dtype != "F16";
+    let mut beyond = None;
+    for s in sources.iter().filter(|s| narrowed(s)) {
+        if let Some(v) = beyond_f16(&s.dtype, &read(s)?) {
+            beyond = Some((s.info.name.clone(), v));
+            break;
         }
-        let Some(v) = beyond_f16(&s.dtype, &read(s)?) else {
-            continue;
-        };
+    }
+    if let Some((name, v)) = beyond {
         if precision.is_some() {
             return Err(Error::invalid(format!(
-                "tensor '{}' holds {v}, beyond f16's range (±65504): convert to bf16 or f32",
-                s.info.name
+                "tensor '{name}' holds {v}, beyond f16's range (±65504): convert to bf16 or f32"
             )));
         }
-        for s in sources.iter_mut() {
-            if s.info.ty == TensorType::F16 && s.dtype != "F16" {
-                s.info.ty = TensorType::BF16;
-            }
+        for s in sources.iter_mut().filter(|s| narrowed(s)) {
+            s.info.ty = TensorType::BF16;
         }
         matrices = Some(Precision::BF16);
-        break;
     }
 
     let matrices = matrices.unwrap_or(Precision::F32);

@@ -230,6 +230,8 @@ async fn weights_beyond_half_precision_are_not_rounded_to_infinity() {
         message.contains("blk.0.ffn_up.weight") && message.contains("f16"),
         "{v}"
     );
+    let (status, _) = app.get("/api/v1/models/big", ADMIN_KEY).await;
+    assert_eq!(status, 404, "nothing is registered");
     assert!(
         app.staging_files().is_empty(),
         "staging left behind: {:?}",
