@@ -2,7 +2,8 @@
 # Serving benchmark: maas against the reference tools, measured in one run, printed as ratios and
 # written to bench/results/serving-<date>.md. Installs its own comparison tools:
 #   - sentence-transformers on PyTorch (a venv in target/bench-venv),
-#   - bench/llama-tg: llama-bench's token-generation test, written against llama.h and built from
+#   - bench/llama-tg: llama-bench's token-generation test (llama-tg), llama.cpp's own embedding
+#     loop (llama-embed) and its quantiser (llama-requant), written against llama.h and built from
 #     the llama.cpp the llama-cpp-sys-2 crate vendors (the crate ships no tools/ sources, so
 #     llama-bench itself cannot be built from it).
 # Both maas and the reference are built for this machine's CPU (target-cpu=native / GGML_NATIVE).
@@ -30,13 +31,14 @@ llama_tg=target/bench-llama-tg/llama-tg
 # Compiled as maas compiles llama.cpp: for this CPU, without the AMX kernels (.cargo/config.toml).
 no_amx=""
 if [ "$(uname -m)" = x86_64 ]; then no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; fi
-echo "bench: building the llama.cpp reference (bench/llama-tg) from $llama_src" >&2
+echo "bench: building the llama.cpp references (bench/llama-tg) from $llama_src" >&2
 log=target/bench-llama-tg.log
 { cmake -S bench/llama-tg -B target/bench-llama-tg -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
     -DCMAKE_C_FLAGS="$no_amx" -DCMAKE_CXX_FLAGS="$no_amx" -DLLAMA_SRC="$llama_src" &&
-  cmake --build target/bench-llama-tg --target llama-tg -j "$(nproc)"; } > "$log" 2>&1 ||
+  cmake --build target/bench-llama-tg --target llama-tg llama-embed llama-requant -j "$(nproc)"; } > "$log" 2>&1 ||
   { tail -n 40 "$log" >&2; echo "bench: building bench/llama-tg failed (log: $log)" >&2; exit 1; }
 
 exec target/bench-venv/bin/python bench/serving.py \
   --maas target/release/maas --llama-tg "$llama_tg" \
+  --llama-embed target/bench-llama-tg/llama-embed --llama-requant target/bench-llama-tg/llama-requant \
   --models "${MAAS_MODELS_DIR:-$HOME/.cache/maas/models}" --out bench/results "$@"
