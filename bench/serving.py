@@ -184,6 +184,9 @@ def aggregate_rate(server, questions, max_tokens):
     return overall, steady
 
 
+# Sentences per embeddings request, as sentence-transformers' encode(batch_size=32) takes them.
+EMBED_BATCH = 32
+
 # The context maas gives each sequence of a chat model whose training context is longer
 # (maas-engine-llama's LlamaBackend::max_context).
 MAAS_CONTEXT = 4096
@@ -202,19 +205,22 @@ def llama_tg(binary, gguf, threads, reps, sequences, depth=0, n_ctx=None):
 
 def llama_embed(binary, gguf, texts_file, threads, reps):
     """llama.cpp's own embedding loop: sentences/s, median of its runs."""
-    out = subprocess.run([binary, str(gguf), str(texts_file), str(threads), str(reps), "32"],
+    out = subprocess.run([binary, str(gguf), str(texts_file), str(threads), str(reps), str(EMBED_BATCH)],
                          check=True, capture_output=True, text=True).stdout
     return statistics.median(json.loads(out)["samples_per_s"])
 
 
 def converted_gguf(data_dir, version):
-    """The GGUF maas converted at pull, found among the store's blobs by its recorded size."""
-    size = next(f["size_bytes"] for f in version["metadata"]["files"]
-                if f["path"] == version["metadata"]["converted"]["file"])
-    for blob in Path(data_dir).rglob("blobs/sha256/*/*"):
-        if blob.stat().st_size == size and blob.read_bytes()[:4] == b"GGUF":
-            return blob
-    raise SystemExit("bench: the converted GGUF is not among the store's blobs")
+    """The GGUF maas converted at pull: the version's folder manifest names its blob."""
+    blobs = Path(data_dir) / "artifacts" / "blobs" / "sha256"
+
+    def blob(digest):
+        hex_digits = digest.removeprefix("sha256:")
+        return blobs / hex_digits[:2] / hex_digits
+
+    manifest = json.loads(blob(version["artifact_digest"]).read_text())
+    converted = version["metadata"]["converted"]["file"]
+    return blob(next(f["digest"] for f in manifest["files"] if f["path"] == converted))
 
 
 def median(xs):
@@ -272,13 +278,13 @@ def main():
             from sentence_transformers import SentenceTransformer
             torch.set_num_threads(args.threads)
             st = SentenceTransformer(str(minilm), device="cpu")
-            st.encode(texts[:32], batch_size=32)
-            s.post("/v1/embeddings", {"model": "minilm", "input": texts[:32]})
+            st.encode(texts[:EMBED_BATCH], batch_size=EMBED_BATCH)
+            s.post("/v1/embeddings", {"model": "minilm", "input": texts[:EMBED_BATCH]})
 
             def maas_embed():
                 out = []
-                for i in range(0, len(texts), 32):
-                    answer = s.post("/v1/embeddings", {"model": "minilm", "input": texts[i:i + 32],
+                for i in range(0, len(texts), EMBED_BATCH):
+                    answer = s.post("/v1/embeddings", {"model": "minilm", "input": texts[i:i + EMBED_BATCH],
                                                        "encoding_format": "base64"})
                     for d in answer["data"]:
                         v = array.array("f")
@@ -297,7 +303,7 @@ def main():
                 vectors = maas_embed()
                 emb_times.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                ref = st.encode(texts, batch_size=32, normalize_embeddings=True)
+                ref = st.encode(texts, batch_size=EMBED_BATCH, normalize_embeddings=True)
                 st_times.append(time.perf_counter() - t0)
                 llama_rates.append(llama_embed(args.llama_embed, minilm_gguf, texts_file, args.threads, 1))
             maas_emb = len(texts) / median(emb_times)

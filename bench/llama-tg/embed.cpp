@@ -6,7 +6,7 @@
 // context of its own; the pooled vectors are read back and L2-normalised before the next group.
 // Prints JSON with each run's sentences/s.
 // Usage: llama-embed MODEL.gguf TEXTS.txt THREADS REPS [BATCH [PASS]]
-#include "llama.h"
+#include "common.h"
 
 #include <algorithm>
 #include <atomic>
@@ -19,8 +19,6 @@
 #include <thread>
 #include <utility>
 #include <vector>
-
-static void quiet(ggml_log_level, const char *, void *) {}
 
 using Tokens = std::vector<llama_token>;
 using Range = std::pair<size_t, size_t>;
@@ -85,13 +83,7 @@ int main(int argc, char ** argv) {
         std::fprintf(stderr, "no texts in %s\n", argv[2]);
         return 1;
     }
-    llama_log_set(quiet, nullptr);
-    llama_backend_init();
-    llama_model * model = llama_model_load_from_file(argv[1], llama_model_default_params());
-    if (!model) {
-        std::fprintf(stderr, "cannot load %s\n", argv[1]);
-        return 1;
-    }
+    llama_model * model = load_model(argv[1]);
     const llama_vocab * vocab = llama_model_get_vocab(model);
     // Inputs are cut at the sentence-transformers length maas's converter records, if any.
     size_t max_seq = size_t(llama_model_n_ctx_train(model));
@@ -107,7 +99,12 @@ int main(int argc, char ** argv) {
     }
     const int n_embd = llama_model_n_embd(model);
 
-    std::vector<llama_context *> contexts;
+    // An encoder: a context and a batch of its size, made once, as maas keeps its encoders.
+    struct Encoder {
+        llama_context * ctx;
+        llama_batch batch;
+    };
+    std::vector<Encoder> encoders;
     for (int w = 0; w < threads; w++) {
         llama_context_params cp = llama_context_default_params();
         cp.embeddings = true;
@@ -124,11 +121,10 @@ int main(int argc, char ** argv) {
             std::fprintf(stderr, "cannot create a context\n");
             return 1;
         }
-        contexts.push_back(ctx);
+        encoders.push_back({ctx, llama_batch_init(int(n_ctx), 0, 1)});
     }
 
     // Embeds one group: tokenize, plan, run the passes on the encoders, read and normalise.
-    double checksum = 0;
     auto embed = [&](size_t from, size_t to) {
         std::vector<Tokens> inputs;
         for (size_t i = from; i < to; i++) {
@@ -139,15 +135,21 @@ int main(int argc, char ** argv) {
                 t.resize(size_t(-n));
                 n = llama_tokenize(vocab, text.data(), int(text.size()), t.data(), int(t.size()), true, false);
             }
-            t.resize(std::min(size_t(std::max(n, 0)), max_seq));
+            t.resize(size_t(std::max(n, 0)));
+            // Cut as maas cuts a long input: shortened, its closing separator kept.
+            if (t.size() > max_seq) {
+                const llama_token last = t.back();
+                t.resize(max_seq - 1);
+                t.push_back(last);
+            }
             inputs.push_back(std::move(t));
         }
         const std::vector<Range> passes = plan(inputs, target, size_t(threads), n_ctx);
         std::vector<std::vector<float>> vectors(inputs.size());
         std::atomic<size_t> next{0};
         auto encoder = [&](int w) {
-            llama_context * ctx = contexts[w];
-            llama_batch b = llama_batch_init(int(n_ctx), 0, 1);
+            llama_context * ctx = encoders[w].ctx;
+            llama_batch & b = encoders[w].batch;
             for (size_t p; (p = next.fetch_add(1)) < passes.size();) {
                 const auto [first, last] = passes[p];
                 b.n_tokens = 0;
@@ -161,7 +163,6 @@ int main(int argc, char ** argv) {
                         b.logits[k] = 1;
                     }
                 }
-                llama_memory_clear(llama_get_memory(ctx), true);
                 if (llama_encode(ctx, b) != 0) {
                     std::fprintf(stderr, "encode failed\n");
                     std::exit(1);
@@ -179,7 +180,6 @@ int main(int argc, char ** argv) {
                     }
                 }
             }
-            llama_batch_free(b);
         };
         std::vector<std::thread> workers;
         for (int w = 1; w < threads; w++) {
@@ -189,7 +189,6 @@ int main(int argc, char ** argv) {
         for (auto & t : workers) {
             t.join();
         }
-        checksum += vectors.back()[0];
     };
 
     auto run = [&]() {
@@ -205,15 +204,15 @@ int main(int argc, char ** argv) {
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         rates.push_back(double(texts.size()) / s);
     }
-    std::printf("{\"texts\": %zu, \"batch\": %zu, \"pass\": %zu, \"threads\": %d, \"checksum\": %.6f, "
-                "\"samples_per_s\": [",
-                texts.size(), batch, target, threads, checksum);
+    std::printf("{\"texts\": %zu, \"batch\": %zu, \"pass\": %zu, \"threads\": %d, \"samples_per_s\": [",
+                texts.size(), batch, target, threads);
     for (size_t i = 0; i < rates.size(); i++) {
         std::printf("%s%.3f", i ? ", " : "", rates[i]);
     }
     std::printf("]}\n");
-    for (auto * ctx : contexts) {
-        llama_free(ctx);
+    for (auto & e : encoders) {
+        llama_batch_free(e.batch);
+        llama_free(e.ctx);
     }
     llama_model_free(model);
     llama_backend_free();

@@ -1,19 +1,17 @@
 // Requantises a GGUF with llama.cpp's own quantiser (llama_model_quantize, requantising allowed),
 // for the benchmark's check of how batched decoding scales in another weight format.
 // Usage: llama-requant IN.gguf OUT.gguf FTYPE   (FTYPE: a llama_ftype number, e.g. 2 for Q4_0)
-#include "llama.h"
+#include "common.h"
 
 #include <cstdio>
 #include <cstdlib>
-
-static void quiet(ggml_log_level, const char *, void *) {}
 
 int main(int argc, char ** argv) {
     if (argc != 4) {
         std::fprintf(stderr, "usage: %s IN.gguf OUT.gguf FTYPE\n", argv[0]);
         return 2;
     }
-    llama_log_set(quiet, nullptr);
+    silence_llama();
     llama_model_quantize_params params = llama_model_quantize_default_params();
     params.ftype = static_cast<llama_ftype>(std::atoi(argv[3]));
     params.allow_requantize = true;

@@ -8,14 +8,12 @@
 // N_CTX sets each sequence's context (default: just what the run needs, as llama-bench sizes it),
 // so the reference can run in a context of the server's size.
 // Usage: llama-tg MODEL.gguf N_GEN THREADS REPS [N_SEQ [DEPTH [N_CTX]]]
-#include "llama.h"
+#include "common.h"
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
-
-static void quiet(ggml_log_level, const char *, void *) {}
 
 int main(int argc, char ** argv) {
     if (argc < 5 || argc > 8) {
@@ -34,13 +32,7 @@ int main(int argc, char ** argv) {
                              "N_CTX > DEPTH + N_GEN and at most 65536\n");
         return 2;
     }
-    llama_log_set(quiet, nullptr);
-    llama_backend_init();
-    llama_model * model = llama_model_load_from_file(argv[1], llama_model_default_params());
-    if (!model) {
-        std::fprintf(stderr, "cannot load %s\n", argv[1]);
-        return 1;
-    }
+    llama_model * model = load_model(argv[1]);
     llama_context_params cp = llama_context_default_params();
     cp.n_ctx = n_seq * n_ctx;
     cp.n_batch = cp.n_ctx;
